@@ -1,0 +1,3 @@
+"""deltalab: a declarative, DVC-tracked experiment repository for post-training research."""
+
+__version__ = "0.1.0"

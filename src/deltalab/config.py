@@ -1,0 +1,254 @@
+"""Typed schema of params.yaml: one pydantic model per section, validated before any work.
+
+Every stage calls `load_params()`. An unknown key, a wrong type or an out-of-range value raises a
+`ConfigError` naming the file, the key path and the bad value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deltalab.errors import ConfigError
+
+Condition = Literal["baseline", "mul_tokens"]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+LearningRate = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    """Strict: unknown keys and wrong types are errors, never silently coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class HubDataset(Section):
+    name: str
+    revision: str = Field(min_length=1, description="pinned commit or tag; required for hub data")
+    config: str | None = None
+    split: str = "train"
+    limit: PositiveInt | None = None
+
+
+class SyntheticSizes(Section):
+    corpus_documents: PositiveInt = 6000
+    tulu_train: PositiveInt = 2000
+    tulu_val: PositiveInt = 200
+    gsm8k_train: PositiveInt = 2000
+    gsm8k_test: PositiveInt = 200
+    prefs: PositiveInt = 500
+    rlvr: PositiveInt = 500
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "hub"] = "synthetic"
+    seed: NonNegInt = 1234
+    sizes: SyntheticSizes = SyntheticSizes()
+    # Hub profiles name datasets with pinned revisions; the synthetic generator still provides the
+    # corpus, probes, preference pairs and RLVR prompts unless a hub source is given for them.
+    tulu: HubDataset | None = None
+    tulu_val_size: PositiveInt = 1000
+    gsm8k: HubDataset | None = None
+
+    @model_validator(mode="after")
+    def _hub_needs_datasets(self) -> DataParams:
+        if self.source == "hub" and (self.tulu is None or self.gsm8k is None):
+            raise ValueError("data.source=hub needs data.tulu and data.gsm8k")
+        return self
+
+
+class TokenizerParams(Section):
+    source: Literal["train", "hub"] = "train"
+    vocab_size: Annotated[int, Field(ge=300, le=200_000)] = 2048
+    hub_id: str | None = None
+    revision: str | None = None
+    pad_to_multiple_of: PositiveInt = 64
+
+    @model_validator(mode="after")
+    def _hub_needs_id(self) -> TokenizerParams:
+        if self.source == "hub" and not (self.hub_id and self.revision):
+            raise ValueError("tokenizer.source=hub needs tokenizer.hub_id and tokenizer.revision")
+        return self
+
+
+class ModelParams(Section):
+    n_layer: PositiveInt = 4
+    n_head: PositiveInt = 4
+    n_embd: PositiveInt = 256
+    n_positions: PositiveInt = 256
+    dropout: Ratio = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelParams:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head")
+        return self
+
+
+class TrainParams(Section):
+    """Hyperparameters shared by every training stage."""
+
+    max_steps: PositiveInt = 300
+    batch_size: PositiveInt = 16
+    gradient_accumulation_steps: PositiveInt = 1
+    learning_rate: LearningRate = 1.0e-3
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: Ratio = 0.05
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    max_length: PositiveInt = 256
+    eval_steps: PositiveInt = 50
+    logging_steps: PositiveInt = 10
+
+
+class PretrainParams(TrainParams):
+    # A real profile imports an existing checkpoint (hub id or local path) instead of training.
+    import_from: str | None = None
+    revision: str | None = None
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
+
+
+class SFTParams(TrainParams):
+    learning_rate: LearningRate = 5.0e-4
+    max_train_samples: PositiveInt | None = None
+
+
+class SFTGsm8kParams(SFTParams):
+    stop_eval_questions: PositiveInt = 100
+    stop_eval_max_new_tokens: PositiveInt = 128
+
+
+class DeltaTrackParams(Section):
+    conditions: list[Condition] = Field(default_factory=lambda: ["baseline"], min_length=1)
+
+
+class RuntimeParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False
+    torch_threads: NonNegInt = 0  # 0 = torch's default
+    trust_remote_code: bool = False
+
+
+def _domain_sections() -> dict[str, tuple[type, object]]:
+    """Sections owned by domain packages (each keeps its params next to its code)."""
+    sections: dict[str, tuple[type, object]] = {}
+    try:
+        from deltalab.evaluation.params import CompareParams, EvaluateParams
+
+        sections["evaluate"] = (EvaluateParams, EvaluateParams())
+        sections["compare"] = (CompareParams, CompareParams())
+    except ImportError:
+        pass
+    try:
+        from deltalab.deltas.params import AnalyzeDeltasParams
+
+        sections["analyze_deltas"] = (AnalyzeDeltasParams, AnalyzeDeltasParams())
+    except ImportError:
+        pass
+    return sections
+
+
+class _CoreParams(Section):
+    conditions: list[Condition] = Field(
+        default_factory=lambda: ["baseline", "mul_tokens"], min_length=1
+    )
+    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+    data: DataParams = DataParams()
+    tokenizer: TokenizerParams = TokenizerParams()
+    model: ModelParams = ModelParams()
+    pretrain: PretrainParams = PretrainParams()
+    sft_tulu: SFTParams = SFTParams()
+    sft_gsm8k: SFTGsm8kParams = SFTGsm8kParams()
+    delta_track: DeltaTrackParams = DeltaTrackParams()
+    runtime: RuntimeParams = RuntimeParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _CoreParams:
+        for name, values in (("conditions", self.conditions), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has duplicates: {values}")
+        for name in ("pretrain", "sft_tulu", "sft_gsm8k"):
+            section = getattr(self, name)
+            if section.max_length > self.model.n_positions:
+                raise ValueError(
+                    f"{name}.max_length ({section.max_length}) exceeds "
+                    f"model.n_positions ({self.model.n_positions})"
+                )
+        for cond in self.delta_track.conditions:
+            if cond not in self.conditions:
+                raise ValueError(f"delta_track.conditions: {cond!r} is not in conditions")
+        return self
+
+
+def _build_params_model() -> type[_CoreParams]:
+    from pydantic import create_model
+
+    fields = {name: (cls, default) for name, (cls, default) in _domain_sections().items()}
+    return create_model("Params", __base__=_CoreParams, **fields)  # type: ignore[call-overload]
+
+
+Params = _build_params_model()
+
+
+# PyYAML follows YAML 1.1, where `2e-4` is a string; DVC reads it as a float (YAML 1.2).
+class _Yaml12Loader(yaml.SafeLoader):
+    pass
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _format_errors(path: str, exc: ValidationError) -> str:
+    lines = [f"{path}: {exc.error_count()} invalid param(s)"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, source: str = "<params>") -> _CoreParams:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(raw).__name__}"
+        )
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> _CoreParams:
+    """Load and validate a params file (default: params.yaml in the working directory)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: params file not found")
+    try:
+        raw = yaml.load(p.read_text(), Loader=_Yaml12Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(p))

@@ -1,0 +1,75 @@
+"""The prepare_data stage's logic: every dataset of the study into one directory of JSONL files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from deltalab.config import DataParams
+from deltalab.data import synthetic
+from deltalab.data.hub import load_hub_rows
+from deltalab.data.jsonl import write_jsonl
+
+# file name -> description; the layout is a contract for the stages downstream
+FILES = {
+    "corpus/train.jsonl": "pretraining documents {id, text}",
+    "corpus/val.jsonl": "held-out pretraining documents {id, text}",
+    "tulu/train.jsonl": "chat SFT mixture {id, messages}",
+    "tulu/val.jsonl": "chat SFT validation {id, messages}",
+    "gsm8k/train.jsonl": "word problems {question, answer}",
+    "gsm8k/test.jsonl": "held-out word problems {question, answer}",
+    "probes.jsonl": "arithmetic probes {id, family, question, answer}",
+    "prefs/train.jsonl": "preference pairs {prompt, chosen, rejected}",
+    "rlvr/train.jsonl": "prompts with gold answers {prompt, answer}",
+}
+
+
+def prepare(params: DataParams, out: Path) -> dict[str, int]:
+    """Write every dataset under `out`; returns row counts per file."""
+    rng = random.Random(params.seed)
+    sizes = params.sizes
+    counts: dict[str, int] = {}
+
+    def put(name: str, rows: list[dict]) -> None:
+        counts[name] = write_jsonl(out / name, rows)
+
+    # Test problems first, then everything else is generated to exclude them.
+    test = synthetic.generate_problems(rng, sizes.gsm8k_test)
+    test_questions = {p.question for p in test}
+    train = synthetic.generate_problems(rng, sizes.gsm8k_train, exclude=test_questions)
+    held = test_questions | {p.question for p in train}
+    extra = synthetic.generate_problems(rng, sizes.prefs + sizes.rlvr, exclude=held)
+    prefs, rlvr = extra[: sizes.prefs], extra[sizes.prefs :]
+
+    if params.source == "hub":
+        assert params.tulu is not None and params.gsm8k is not None
+        tulu = load_hub_rows(params.tulu, ("messages",))
+        tulu = [row | {"id": row.get("id", f"tulu-{i:07d}")} for i, row in enumerate(tulu)]
+        put("tulu/val.jsonl", tulu[: params.tulu_val_size])
+        put("tulu/train.jsonl", tulu[params.tulu_val_size :])
+        gsm8k_train = load_hub_rows(params.gsm8k, ("question", "answer"))
+        gsm8k_test = load_hub_rows(
+            params.gsm8k.model_copy(update={"split": "test", "limit": None}), ("question", "answer")
+        )
+        put("gsm8k/train.jsonl", gsm8k_train)
+        put("gsm8k/test.jsonl", gsm8k_test)
+        corpus_problems = train
+    else:
+        put("tulu/train.jsonl", synthetic.tulu_rows(rng, sizes.tulu_train, "tulu-train"))
+        put("tulu/val.jsonl", synthetic.tulu_rows(rng, sizes.tulu_val, "tulu-val"))
+        put("gsm8k/train.jsonl", synthetic.gsm8k_rows(train))
+        put("gsm8k/test.jsonl", synthetic.gsm8k_rows(test))
+        corpus_problems = train
+
+    corpus = synthetic.corpus_rows(rng, sizes.corpus_documents, corpus_problems)
+    n_val = max(1, len(corpus) // 20)
+    put("corpus/train.jsonl", corpus[n_val:])
+    put("corpus/val.jsonl", corpus[:n_val])
+    put("probes.jsonl", synthetic.probe_rows(rng))
+    put("prefs/train.jsonl", synthetic.preference_rows(rng, prefs))
+    put("rlvr/train.jsonl", synthetic.rlvr_rows(rlvr))
+    (out / "manifest.json").write_text(
+        json.dumps({"files": FILES, "rows": counts}, indent=2, sort_keys=True) + "\n"
+    )
+    return counts

@@ -1,0 +1,405 @@
+"""Synthetic datasets for the tiny offline profile, in the formats of the real ones.
+
+- corpus: English-like template sentences, arithmetic facts in every notation the injector knows
+  (`6*9=54`, `6 x 9 = 54`, `6×9`), drills, and GSM8K-style solutions of *training* problems;
+- tulu: chat `messages` (like allenai/tulu-3-sft-mixture) for small learnable tasks;
+- gsm8k: `{"question", "answer"}` with `<<a*b=c>>` annotations and a final `#### N` (like
+  openai/gsm8k), multi-step word problems, train and test disjoint;
+- probes: times table (81), two-digit × one-digit (100), additions up to 100 (100);
+- prefs: `{"prompt", "chosen", "rejected"}`, correct solution vs one wrong step;
+- rlvr: `{"prompt", "answer"}` for a verifiable exact-match reward.
+Everything is a pure function of a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+NAMES = [
+    "Ava",
+    "Ben",
+    "Cara",
+    "Dan",
+    "Eli",
+    "Fay",
+    "Gus",
+    "Hana",
+    "Ivan",
+    "Jo",
+    "Kim",
+    "Leo",
+    "Mia",
+    "Ned",
+    "Omar",
+    "Pia",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tess",
+    "Uma",
+    "Vic",
+    "Wes",
+    "Zoe",
+]
+ITEMS = [
+    ("box", "boxes", "apple", "apples"),
+    ("bag", "bags", "marble", "marbles"),
+    ("jar", "jars", "cookie", "cookies"),
+    ("shelf", "shelves", "book", "books"),
+    ("basket", "baskets", "egg", "eggs"),
+    ("pack", "packs", "card", "cards"),
+    ("tray", "trays", "cupcake", "cupcakes"),
+    ("vase", "vases", "flower", "flowers"),
+    ("crate", "crates", "orange", "oranges"),
+    ("case", "cases", "pencil", "pencils"),
+]
+PRICED = [
+    ("pen", "pens"),
+    ("toy", "toys"),
+    ("ticket", "tickets"),
+    ("cake", "cakes"),
+    ("notebook", "notebooks"),
+    ("ball", "balls"),
+    ("plant", "plants"),
+    ("hat", "hats"),
+]
+ADJECTIVES = ["small", "red", "quiet", "happy", "old", "bright", "green", "tall", "soft", "quick"]
+ANIMALS = ["cat", "dog", "bird", "fox", "horse", "rabbit", "owl", "fish", "bear", "mouse"]
+VERBS = ["sees", "finds", "follows", "likes", "watches", "meets", "helps", "hears"]
+PLACES = ["garden", "river", "house", "park", "school", "market", "forest", "hill"]
+WORDS = [
+    "red",
+    "blue",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "tree",
+    "book",
+    "cup",
+    "star",
+    "fish",
+    "bird",
+    "car",
+    "hat",
+    "pen",
+    "box",
+    "milk",
+    "rain",
+    "door",
+    "lamp",
+]
+MUL_NOTATIONS = ["{a}*{b}={c}", "{a} x {b} = {c}", "{a}×{b}={c}", "{a} * {b} = {c}"]
+
+
+# --- GSM8K-style word problems ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One calculator step `left op right = result`, rendered the GSM8K way."""
+
+    left: int
+    op: str
+    right: int
+    text: str  # sentence with {expr} and {r} placeholders
+
+    @property
+    def result(self) -> int:
+        return {
+            "*": self.left * self.right,
+            "+": self.left + self.right,
+            "-": self.left - self.right,
+        }[self.op]
+
+
+@dataclass(frozen=True)
+class Problem:
+    question: str
+    steps: tuple[Step, ...]
+
+    @property
+    def answer(self) -> int:
+        return self.steps[-1].result
+
+    def solution(self, wrong_step: int | None = None, rng: random.Random | None = None) -> str:
+        """The annotated solution; with `wrong_step`, that step's result is off and later steps
+        carry the error forward (a plausible but wrong chain for preference pairs)."""
+        lines, carry = [], None
+        for i, step in enumerate(self.steps):
+            left = step.left if carry is None or i == 0 else carry
+            right = step.right
+            true = Step(left, step.op, right, step.text).result
+            result = true
+            if wrong_step == i:
+                assert rng is not None
+                result = true + rng.choice([-3, -2, -1, 1, 2, 3, 10])
+            expr = f"{left}{step.op}{right}"
+            lines.append(step.text.format(expr=f"{expr} = <<{expr}={result}>>{result}", r=result))
+            carry = result
+        lines.append(f"#### {carry}")
+        return "\n".join(lines)
+
+
+def _groups(rng: random.Random) -> Problem:
+    name = rng.choice(NAMES)
+    box, boxes, _item, items = rng.choice(ITEMS)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    q = f"{name} has {a} {boxes}. Each {box} has {b} {items}. How many {items} does {name} have?"
+    return Problem(q, (Step(a, "*", b, f"{name} has {{expr}} {items}."),))
+
+
+def _groups_plus(rng: random.Random) -> Problem:
+    name = rng.choice(NAMES)
+    box, boxes, _item, items = rng.choice(ITEMS)
+    a, b, d = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)
+    q = (
+        f"{name} has {a} {boxes} with {b} {items} in each {box}. {name} then gets {d} more "
+        f"{items}. How many {items} does {name} have now?"
+    )
+    return Problem(
+        q,
+        (
+            Step(a, "*", b, f"{name} has {{expr}} {items} in the {boxes}."),
+            Step(0, "+", d, f"Now {name} has {{expr}} {items}."),
+        ),
+    )
+
+
+def _groups_minus(rng: random.Random) -> Problem:
+    name, friend = rng.sample(NAMES, 2)
+    box, boxes, _item, items = rng.choice(ITEMS)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    d = rng.randint(1, min(9, a * b - 1))
+    q = (
+        f"{name} has {a} {boxes} of {items} with {b} {items} in each {box}. {name} gives {d} "
+        f"{items} to {friend}. How many {items} does {name} have left?"
+    )
+    return Problem(
+        q,
+        (
+            Step(a, "*", b, f"{name} had {{expr}} {items}."),
+            Step(0, "-", d, f"After giving some away, {name} has {{expr}} {items} left."),
+        ),
+    )
+
+
+def _price(rng: random.Random) -> Problem:
+    name = rng.choice(NAMES)
+    thing, things = rng.choice(PRICED)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    q = f"A {thing} costs ${a}. {name} buys {b} {things}. How many dollars does {name} spend?"
+    return Problem(q, (Step(b, "*", a, f"{name} spends {{expr}} dollars."),))
+
+
+def _times_as_many(rng: random.Random) -> Problem:
+    name, friend = rng.sample(NAMES, 2)
+    _, _, _item, items = rng.choice(ITEMS)
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    q = (
+        f"{name} has {a} {items}. {friend} has {b} times as many {items}. "
+        f"How many {items} does {friend} have?"
+    )
+    return Problem(q, (Step(a, "*", b, f"{friend} has {{expr}} {items}."),))
+
+
+def _two_days(rng: random.Random) -> Problem:
+    name = rng.choice(NAMES)
+    _thing, things = rng.choice(PRICED)
+    a, b, d = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)
+    q = (
+        f"{name} buys {a} packs of {things} with {b} {things} in each pack on Monday and {d} "
+        f"single {things} on Tuesday. How many {things} does {name} buy in total?"
+    )
+    return Problem(
+        q,
+        (
+            Step(a, "*", b, f"On Monday {name} buys {{expr}} {things}."),
+            Step(0, "+", d, f"In total {name} buys {{expr}} {things}."),
+        ),
+    )
+
+
+PROBLEM_FAMILIES: dict[str, Callable[[random.Random], Problem]] = {
+    "groups": _groups,
+    "groups_plus": _groups_plus,
+    "groups_minus": _groups_minus,
+    "price": _price,
+    "times_as_many": _times_as_many,
+    "two_days": _two_days,
+}
+
+
+def _fix_chain(problem: Problem) -> Problem:
+    """Steps after the first start from the previous result (their `left` is a placeholder)."""
+    steps, carry = [], None
+    for step in problem.steps:
+        left = step.left if carry is None else carry
+        fixed = Step(left, step.op, step.right, step.text)
+        steps.append(fixed)
+        carry = fixed.result
+    return Problem(problem.question, tuple(steps))
+
+
+def generate_problems(rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[Problem]:
+    """`n` distinct problems whose questions are not in `exclude`."""
+    families = list(PROBLEM_FAMILIES.values())
+    seen, out = set(exclude), []
+    attempts = 0
+    while len(out) < n:
+        attempts += 1
+        if attempts > 200 * n + 10_000:
+            raise ValueError(f"cannot generate {n} distinct problems; lower the requested size")
+        problem = _fix_chain(rng.choice(families)(rng))
+        if problem.question not in seen:
+            seen.add(problem.question)
+            out.append(problem)
+    return out
+
+
+def gsm8k_rows(problems: list[Problem]) -> list[dict]:
+    return [{"question": p.question, "answer": p.solution()} for p in problems]
+
+
+# --- other datasets ---------------------------------------------------------------------------
+
+
+def probe_rows(rng: random.Random) -> list[dict]:
+    rows = [
+        {
+            "id": f"times_table-{a}x{b}",
+            "family": "times_table",
+            "question": f"What is {a} times {b}?",
+            "answer": str(a * b),
+        }
+        for a in range(1, 10)
+        for b in range(1, 10)
+    ]
+    pairs = rng.sample([(a, b) for a in range(10, 100) for b in range(2, 10)], 100)
+    rows += [
+        {
+            "id": f"two_by_one-{a}x{b}",
+            "family": "two_by_one",
+            "question": f"What is {a} times {b}?",
+            "answer": str(a * b),
+        }
+        for a, b in pairs
+    ]
+    sums = rng.sample([(a, b) for a in range(1, 100) for b in range(1, 100) if a + b <= 100], 100)
+    rows += [
+        {
+            "id": f"addition-{a}+{b}",
+            "family": "addition",
+            "question": f"What is {a} plus {b}?",
+            "answer": str(a + b),
+        }
+        for a, b in sums
+    ]
+    return rows
+
+
+def _tulu_task(rng: random.Random) -> tuple[str, str]:
+    kind = rng.randrange(8)
+    words = rng.sample(WORDS, rng.randint(2, 5))
+    if kind == 0:
+        return f"Repeat the words: {' '.join(words)}", " ".join(words)
+    if kind == 1:
+        return f"Reverse the words: {' '.join(words)}", " ".join(reversed(words))
+    if kind == 2:
+        nums = [rng.randint(0, 99) for _ in range(rng.randint(3, 5))]
+        return (
+            f"Sort these numbers from smallest to largest: {' '.join(map(str, nums))}",
+            " ".join(map(str, sorted(nums))),
+        )
+    if kind == 3:
+        return (
+            f"How many words are in this list: {' '.join(words)}",
+            f"There are {len(words)} words.",
+        )
+    if kind == 4:
+        x, y = rng.sample(range(100), 2)
+        return f"Which number is larger, {x} or {y}?", f"{max(x, y)} is larger."
+    if kind == 5:
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        return f"Compute {a}*{b}.", f"{a}*{b}={a * b}. The answer is {a * b}."
+    if kind == 6:
+        a, b = rng.randint(1, 60), rng.randint(1, 40)
+        return f"Add {a} and {b}.", f"{a}+{b}={a + b}. The answer is {a + b}."
+    adj, animal, place = rng.choice(ADJECTIVES), rng.choice(ANIMALS), rng.choice(PLACES)
+    return (
+        f"Complete the sentence: The {adj} {animal} sleeps in the ___. (Use: {place})",
+        f"The {adj} {animal} sleeps in the {place}.",
+    )
+
+
+def tulu_rows(rng: random.Random, n: int, prefix: str) -> list[dict]:
+    rows = []
+    for i in range(n):
+        user, assistant = _tulu_task(rng)
+        rows.append(
+            {
+                "id": f"{prefix}-{i:06d}",
+                "source": "synthetic",
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": assistant},
+                ],
+            }
+        )
+    return rows
+
+
+def _sentence(rng: random.Random) -> str:
+    adj, animal, verb = rng.choice(ADJECTIVES), rng.choice(ANIMALS), rng.choice(VERBS)
+    return f"The {adj} {animal} {verb} the {rng.choice(ANIMALS)} near the {rng.choice(PLACES)}."
+
+
+def _fact(rng: random.Random) -> str:
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.choice(MUL_NOTATIONS).format(a=a, b=b, c=a * b)
+    if kind == 1:
+        return f"{a} times {b} is {a * b}."
+    if kind == 2:
+        return " ".join(f"{a}*{k}={a * k}" for k in range(1, 10))
+    if kind == 3:
+        x, y = rng.randint(1, 60), rng.randint(1, 40)
+        return f"{x}+{y}={x + y}"
+    x, y = rng.randint(10, 99), rng.randint(2, 9)
+    return f"{x}*{y}={x * y}"
+
+
+def corpus_rows(rng: random.Random, n: int, train_problems: list[Problem]) -> list[dict]:
+    rows = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.35:
+            text = " ".join(_sentence(rng) for _ in range(rng.randint(2, 5)))
+        elif kind < 0.7:
+            text = "\n".join(_fact(rng) for _ in range(rng.randint(3, 8)))
+        else:
+            p = rng.choice(train_problems)
+            text = f"Question: {p.question}\nAnswer: {p.solution()}"
+        rows.append({"id": f"corpus-{i:06d}", "text": text})
+    return rows
+
+
+def preference_rows(rng: random.Random, problems: list[Problem]) -> list[dict]:
+    rows = []
+    for p in problems:
+        wrong = rng.randrange(len(p.steps))
+        rows.append(
+            {
+                "prompt": p.question,
+                "chosen": p.solution(),
+                "rejected": p.solution(wrong_step=wrong, rng=rng),
+            }
+        )
+    return rows
+
+
+def rlvr_rows(problems: list[Problem]) -> list[dict]:
+    return [{"prompt": p.question, "answer": str(p.answer)} for p in problems]

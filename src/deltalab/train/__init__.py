@@ -1,0 +1,1 @@
+"""Training recipes' building blocks: pretraining, SFT (TRL), dvclive logging."""

@@ -1,0 +1,52 @@
+"""Causal-LM pretraining from scratch on the corpus with `transformers.Trainer`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+from deltalab.config import PretrainParams, RuntimeParams
+from deltalab.train.common import trainer_kwargs
+
+
+def pack_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> Dataset:
+    """Concatenate documents separated by EOS and cut into full blocks (no padding, no waste)."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+    n = len(ids) // block
+    if n == 0:
+        raise ValueError(f"corpus has {len(ids)} tokens, fewer than one block of {block}")
+    blocks = [ids[i * block : (i + 1) * block] for i in range(n)]
+    return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+
+
+def pretrain(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_texts: Sequence[str],
+    val_texts: Sequence[str],
+    params: PretrainParams,
+    runtime: RuntimeParams,
+    seed: int,
+    output_dir: str,
+    callbacks: list,
+) -> dict[str, float]:
+    block = min(params.max_length, model.config.n_positions)
+    train = pack_documents(train_texts, tokenizer, block)
+    val = pack_documents(val_texts, tokenizer, block)
+    args = TrainingArguments(**trainer_kwargs(params, runtime, seed, output_dir))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=callbacks
+    )
+    result = trainer.train()
+    final_eval = trainer.evaluate()
+    return {
+        "train_loss": float(result.training_loss),
+        "eval_loss": float(final_eval["eval_loss"]),
+        "train_blocks": len(train),
+        "tokens_per_block": block,
+    }

@@ -1,0 +1,54 @@
+"""The body shared by the SFT stages: load the parent checkpoint, train, log, save atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from dvclive import Live
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
+
+from deltalab import paths
+from deltalab.atomic import atomic_dir
+from deltalab.models import configure_torch, save_checkpoint
+from deltalab.train.logging import dvclive_callback, open_live
+from deltalab.train.sft import inject_assistant_turns, sft
+
+
+def run_sft_stage(
+    params,
+    stage: str,
+    parent: str,
+    cond: str,
+    seed: int,
+    train_rows: Sequence[dict],
+    val_rows: Sequence[dict],
+    after: Callable[[PreTrainedModel, object, Live], None] | None = None,
+) -> None:
+    """Fine-tune `models/<cond>/seed<seed>/<parent>` on chat rows into `.../<stage>`."""
+    configure_torch(params.runtime)
+    set_seed(seed)
+    src = paths.checkpoint(cond, seed, parent)
+    out = paths.checkpoint(cond, seed, stage)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    model = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True)
+    if cond == "mul_tokens":
+        train_rows, val_rows = inject_assistant_turns(train_rows), inject_assistant_turns(val_rows)
+    live = open_live(paths.train_metrics(stage, cond, seed))
+    losses = sft(
+        model,
+        tokenizer,
+        train_rows,
+        val_rows,
+        getattr(params, stage),
+        params.runtime,
+        seed,
+        str(out),
+        [dvclive_callback(live)],
+    )
+    live.summary.update({f"final/{k}": v for k, v in losses.items()})
+    if after is not None:
+        after(model, tokenizer, live)
+    live.make_summary()
+    model.config.use_cache = True
+    with atomic_dir(out) as tmp:
+        save_checkpoint(model, tokenizer, tmp)

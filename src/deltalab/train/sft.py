@@ -1,0 +1,76 @@
+"""Supervised fine-tuning on chat data with TRL's `SFTTrainer`.
+
+Loss is on assistant tokens only, and the chat template puts EOS inside the assistant's
+`{% generation %}` block, so EOS is a label and the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import SFTConfig, SFTTrainer
+
+from deltalab.config import RuntimeParams, SFTParams
+from deltalab.tokens import inject_mul_tokens
+from deltalab.train.common import trainer_kwargs
+
+
+def gsm8k_to_messages(rows: Sequence[dict]) -> list[dict]:
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": r["question"]},
+                {"role": "assistant", "content": r["answer"]},
+            ]
+        }
+        for r in rows
+    ]
+
+
+def inject_assistant_turns(rows: Sequence[dict]) -> list[dict]:
+    """The mul_tokens condition: rewrite only what the model must produce (assistant turns)."""
+    return [
+        {
+            "messages": [
+                m | {"content": inject_mul_tokens(m["content"])} if m["role"] == "assistant" else m
+                for m in r["messages"]
+            ]
+        }
+        for r in rows
+    ]
+
+
+def sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_rows: Sequence[dict],
+    val_rows: Sequence[dict],
+    params: SFTParams,
+    runtime: RuntimeParams,
+    seed: int,
+    output_dir: str,
+    callbacks: list,
+) -> dict[str, float]:
+    """Train on `{"messages": [...]}` rows; returns final train and validation losses."""
+    train = Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
+    val = Dataset.from_list([{"messages": r["messages"]} for r in val_rows])
+    config = SFTConfig(
+        **trainer_kwargs(params, runtime, seed, output_dir),
+        max_length=params.max_length,
+        assistant_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=val,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    result = trainer.train()
+    final_eval = trainer.evaluate()
+    return {"train_loss": float(result.training_loss), "eval_loss": float(final_eval["eval_loss"])}

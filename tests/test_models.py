@@ -1,0 +1,60 @@
+"""Checkpoints: what we save is what AutoModelForCausalLM loads (the original export was not)."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from deltalab.atomic import atomic_dir, atomic_file
+from deltalab.config import ModelParams
+from deltalab.errors import CheckpointError
+from deltalab.models import build_gpt2, load_causal_lm, save_checkpoint
+
+from .helpers import tiny_tokenizer
+
+
+def test_saved_checkpoint_reloads_with_identical_logits(tmp_path):
+    tok = tiny_tokenizer()
+    model = build_gpt2(ModelParams(n_layer=2, n_head=2, n_embd=32, n_positions=64), tok, seed=0)
+    assert model.config.eos_token_id == tok.eos_token_id
+    assert model.config.pad_token_id == tok.pad_token_id
+    assert model.config.vocab_size == len(tok)
+    save_checkpoint(model, tok, tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = AutoTokenizer.from_pretrained(tmp_path)("What is 6 times 9?", return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, reloaded(**ids).logits)
+
+
+def test_same_seed_same_weights():
+    tok = tiny_tokenizer()
+    params = ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64)
+    a, b = build_gpt2(params, tok, seed=3), build_gpt2(params, tok, seed=3)
+    c = build_gpt2(params, tok, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.transformer.wte.weight, c.transformer.wte.weight)
+
+
+def test_load_errors_name_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_causal_lm(tmp_path / "models" / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="empty: not a Hugging Face checkpoint"):
+        load_causal_lm(tmp_path / "empty")
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "ckpt"
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    assert (out / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a").write_text("2")
+        raise RuntimeError("killed mid-write")
+    assert (out / "a").read_text() == "1"  # the previous complete output survives
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "m.json") as f:
+        f.write_text("{")
+        raise RuntimeError
+    assert not (tmp_path / "m.json").exists()
