@@ -6,7 +6,7 @@ from transformers import AutoTokenizer, set_seed
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.data import read_jsonl
-from deltalab.models import build_gpt2, configure_torch, load_causal_lm, save_checkpoint
+from deltalab.models import build_gpt2, configure_torch, import_pretrained, save_checkpoint
 from deltalab.tokens import inject_mul_tokens
 from deltalab.train.logging import dvclive_callback, open_live
 from deltalab.train.pretrain import pretrain
@@ -15,29 +15,32 @@ from deltalab.train.pretrain import pretrain
 def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     set_seed(seed)
-    out = paths.checkpoint(cond, seed, "pretrain")
-    cfg = params.pretrain
+    cfg, out = params.pretrain, paths.checkpoint(cond, seed, "pretrain")
+    tokenizer = AutoTokenizer.from_pretrained(paths.TOKENIZER)
     live = open_live(paths.train_metrics("pretrain", cond, seed))
     if cfg.import_from:
-        model, _ = load_causal_lm(
+        model = import_pretrained(
             cfg.import_from,
+            tokenizer,
             revision=cfg.revision,
             trust_remote_code=params.runtime.trust_remote_code,
         )
-        tokenizer = AutoTokenizer.from_pretrained(paths.TOKENIZER)
-        model.resize_token_embeddings(len(tokenizer))
         live.summary["imported"] = 1
     else:
-        tokenizer = AutoTokenizer.from_pretrained(paths.TOKENIZER)
         inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-        train = [inject(r["text"]) for r in read_jsonl(paths.DATA / "corpus/train.jsonl", ["text"])]
-        val = [inject(r["text"]) for r in read_jsonl(paths.DATA / "corpus/val.jsonl", ["text"])]
+        corpus = {
+            split: [
+                inject(r["text"])
+                for r in read_jsonl(paths.DATA / f"corpus/{split}.jsonl", ["text"])
+            ]
+            for split in ("train", "val")
+        }
         model = build_gpt2(params.model, tokenizer, seed)
         losses = pretrain(
             model,
             tokenizer,
-            train,
-            val,
+            corpus["train"],
+            corpus["val"],
             cfg,
             params.runtime,
             seed,

@@ -78,6 +78,26 @@ def load_causal_lm(
     return model, tokenizer
 
 
+def import_pretrained(
+    source: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """An existing causal LM (hub id or local path) resized to the study vocabulary."""
+    model, _ = load_causal_lm(source, revision=revision, trust_remote_code=trust_remote_code)
+    if model.get_input_embeddings().num_embeddings > len(tokenizer):
+        raise CheckpointError(
+            f"{source}: embedding has {model.get_input_embeddings().num_embeddings} rows, more "
+            f"than the study tokenizer's {len(tokenizer)} ids: wrong tokenizer for this model?"
+        )
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    model.config.eos_token_id = model.config.bos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     """Save as safetensors + config + tokenizer, loadable offline by AutoModelForCausalLM."""
     model.save_pretrained(out, safe_serialization=True)
