@@ -44,7 +44,6 @@ def main(params, cond: str, seed: int) -> None:
             cfg,
             params.runtime,
             seed,
-            str(out),
             [dvclive_callback(live)],
         )
         live.summary.update({f"final/{k}": v for k, v in losses.items()})

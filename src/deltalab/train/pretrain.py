@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 
 from datasets import Dataset
@@ -32,21 +33,23 @@ def pretrain(
     params: PretrainParams,
     runtime: RuntimeParams,
     seed: int,
-    output_dir: str,
     callbacks: list,
 ) -> dict[str, float]:
     block = min(params.max_length, model.config.n_positions)
     train = pack_documents(train_texts, tokenizer, block)
     val = pack_documents(val_texts, tokenizer, block)
-    args = TrainingArguments(**trainer_kwargs(params, runtime, seed, output_dir))
-    trainer = Trainer(
-        model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=callbacks
-    )
-    result = trainer.train()
-    final_eval = trainer.evaluate()
-    return {
-        "train_loss": float(result.training_loss),
-        "eval_loss": float(final_eval["eval_loss"]),
-        "train_blocks": len(train),
-        "tokens_per_block": block,
-    }
+    # Scratch for the trainer, which creates its output_dir at once; the caller saves
+    # the final model atomically, so no partial checkpoint ever appears at a stage output.
+    with tempfile.TemporaryDirectory(prefix="deltalab-trainer-") as scratch:
+        args = TrainingArguments(**trainer_kwargs(params, runtime, seed, scratch))
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=callbacks
+        )
+        result = trainer.train()
+        final_eval = trainer.evaluate()
+        return {
+            "train_loss": float(result.training_loss),
+            "eval_loss": float(final_eval["eval_loss"]),
+            "train_blocks": len(train),
+            "tokens_per_block": block,
+        }

@@ -34,16 +34,9 @@ def run_sft_stage(
     if cond == "mul_tokens":
         train_rows, val_rows = inject_assistant_turns(train_rows), inject_assistant_turns(val_rows)
     live = open_live(paths.train_metrics(stage, cond, seed))
+    cfg = getattr(params, stage)
     losses = sft(
-        model,
-        tokenizer,
-        train_rows,
-        val_rows,
-        getattr(params, stage),
-        params.runtime,
-        seed,
-        str(out),
-        [dvclive_callback(live)],
+        model, tokenizer, train_rows, val_rows, cfg, params.runtime, seed, [dvclive_callback(live)]
     )
     live.summary.update({f"final/{k}": v for k, v in losses.items()})
     if after is not None:

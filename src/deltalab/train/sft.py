@@ -6,6 +6,7 @@ Loss is on assistant tokens only, and the chat template puts EOS inside the assi
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 
 from datasets import Dataset
@@ -50,27 +51,32 @@ def sft(
     params: SFTParams,
     runtime: RuntimeParams,
     seed: int,
-    output_dir: str,
     callbacks: list,
 ) -> dict[str, float]:
     """Train on `{"messages": [...]}` rows; returns final train and validation losses."""
     train = Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
     val = Dataset.from_list([{"messages": r["messages"]} for r in val_rows])
-    config = SFTConfig(
-        **trainer_kwargs(params, runtime, seed, output_dir),
-        max_length=params.max_length,
-        assistant_only_loss=True,
-        packing=False,
-        dataset_num_proc=None,
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=train,
-        eval_dataset=val,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    result = trainer.train()
-    final_eval = trainer.evaluate()
-    return {"train_loss": float(result.training_loss), "eval_loss": float(final_eval["eval_loss"])}
+    # Scratch for the trainer, which creates its output_dir at once; the caller saves
+    # the final model atomically, so no partial checkpoint ever appears at a stage output.
+    with tempfile.TemporaryDirectory(prefix="deltalab-trainer-") as scratch:
+        config = SFTConfig(
+            **trainer_kwargs(params, runtime, seed, scratch),
+            max_length=params.max_length,
+            assistant_only_loss=True,
+            packing=False,
+            dataset_num_proc=None,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=train,
+            eval_dataset=val,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+        result = trainer.train()
+        final_eval = trainer.evaluate()
+        return {
+            "train_loss": float(result.training_loss),
+            "eval_loss": float(final_eval["eval_loss"]),
+        }

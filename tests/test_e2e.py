@@ -1,0 +1,191 @@
+"""End to end: `dvc repro` of the micro profile in a temporary copy of the repository.
+
+One module-scoped pipeline run serves every check: outputs load, metrics exist, a SIGKILLed
+training stage leaves no partial output, reruns are byte-identical, the run cache limits a
+param change to the stages downstream of it, and push -> clone -> pull restores everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The copy's own code, and nothing from the network.
+    env["PYTHONPATH"] = str(repo / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    return env
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True)
+    if check and proc.returncode:
+        command = " ".join(cmd)
+        raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _copy_repository(dest: Path) -> None:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    repo = base / "repo"
+    repo.mkdir()
+    _copy_repository(repo)
+    shutil.copy(repo / "configs/micro.yaml", repo / "params.yaml")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "ci@deltalab")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "remote", "modify", "local", "url", str(base / "remote"))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "micro profile")
+    return base, repo
+
+
+@pytest.fixture(scope="module")
+def reproduced(workspace):
+    base, repo = workspace
+    _kill_training_mid_run(repo)
+    start = time.time()
+    out = sh(repo, "dvc", "repro")
+    return base, repo, out.stdout, time.time() - start
+
+
+def _kill_training_mid_run(repo: Path) -> None:
+    """SIGKILL sft_tulu while it trains (with a step budget it cannot finish in time)."""
+    micro = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(micro)
+    params["sft_tulu"]["max_steps"] = 100_000
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.Popen(
+        ["dvc", "repro", "sft_tulu@baseline-0"],
+        cwd=repo,
+        env=_env(repo),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    curve = repo / "metrics/train/sft_tulu/baseline-0/plots/metrics/loss.tsv"
+    deadline = time.time() + 300
+    while not curve.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "sft_tulu ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    out = repo / "models/baseline/seed0/sft_tulu"
+    assert not out.exists(), "a killed stage left a partial output"
+    assert not list(out.parent.glob(".sft_tulu.tmp-*"))
+    (repo / "params.yaml").write_text(micro)
+
+
+def test_repro_completes_after_a_kill_and_outputs_load(reproduced):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, repo, stdout, _ = reproduced
+    assert "sft_gsm8k@mul_tokens-0" in _ran_stages(stdout)
+    for cond in ("baseline", "mul_tokens"):
+        for stage in ("pretrain", "sft_tulu", "sft_gsm8k"):
+            path = repo / "models" / cond / "seed0" / stage
+            model = AutoModelForCausalLM.from_pretrained(path)
+            tok = AutoTokenizer.from_pretrained(path)
+            assert model.config.vocab_size == len(tok)
+            assert model.config.eos_token_id == tok.eos_token_id
+
+
+def test_metrics_exist(reproduced):
+    _, repo, _, _ = reproduced
+    for cond in ("baseline", "mul_tokens"):
+        for stage in ("pretrain", "sft_tulu", "sft_gsm8k"):
+            live = repo / "metrics/train" / stage / f"{cond}-0"
+            metrics = json.loads((live / "metrics.json").read_text())
+            assert metrics["final/eval_loss"] > 0
+            assert (live / "plots/metrics/loss.tsv").is_file()
+            assert not (live / "params.yaml").exists()  # no temp paths in Git-tracked metrics
+        gsm = json.loads((repo / f"metrics/train/sft_gsm8k/{cond}-0/metrics.json").read_text())
+        assert 0.0 <= gsm["stop_rate"] <= 1.0 and gsm["stop_eval_questions"] > 0
+    shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    assert shown  # dvc sees the declared metrics
+
+
+def test_nothing_to_do_and_noop_is_fast(reproduced):
+    _, repo, _, _ = reproduced
+    start = time.time()
+    out = sh(repo, "dvc", "repro")
+    assert not _ran_stages(out.stdout)
+    assert time.time() - start < 60
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+
+
+def test_forced_rerun_is_byte_identical(reproduced):
+    _, repo, _, _ = reproduced
+    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())
+    sh(repo, "dvc", "repro", "--force", "--single-item", "pretrain@baseline-0")
+    lock_after = yaml.safe_load((repo / "dvc.lock").read_text())
+    before = lock_before["stages"]["pretrain@baseline-0"]["outs"]
+    after = lock_after["stages"]["pretrain@baseline-0"]["outs"]
+    assert before == after  # same md5 of the checkpoint directory
+
+
+def test_param_change_reruns_only_downstream(reproduced):
+    _, repo, _, _ = reproduced
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "micro results")
+    out = sh(repo, "dvc", "exp", "run", "-S", "sft_gsm8k.learning_rate=5.0e-4")
+    ran = _ran_stages(out.stdout)
+    assert {"sft_gsm8k@baseline-0", "sft_gsm8k@mul_tokens-0"} <= ran
+    assert not any(
+        s.startswith(("prepare_data", "build_tokenizer", "pretrain", "sft_tulu")) for s in ran
+    )
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    sh(repo, "dvc", "checkout", "-q")
+
+
+def test_push_clone_pull_restores_everything(reproduced):
+    base, repo, _, _ = reproduced
+    sh(repo, "dvc", "push")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "results", check=False)
+    clone = base / "clone"
+    sh(base, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, "dvc", "pull")
+    assert (clone / "models/mul_tokens/seed0/sft_gsm8k/model.safetensors").is_file()
+    status = sh(clone, "dvc", "status").stdout
+    assert "up to date" in status, status
+    assert not _ran_stages(sh(clone, "dvc", "repro").stdout)
