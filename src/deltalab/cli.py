@@ -39,7 +39,7 @@ def _domain_clis() -> list:
     import importlib
 
     modules = []
-    for name in ("deltalab.deltas.cli",):
+    for name in ("deltalab.evaluation.cli", "deltalab.deltas.cli"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:  # a domain not built yet

@@ -1,0 +1,205 @@
+"""Baseline vs mul_tokens for every model stage: the structure of `metrics/compare.json`.
+
+```
+{"<model>": {
+    "n_seeds": 2,
+    "gsm8k": {"baseline_accuracy", "mul_tokens_accuracy", "difference", "ci_low", "ci_high",
+              "mcnemar_p", "n", "discordant_b", "discordant_c"},
+    "probes": {"all": {...}, "times_table": {...}, "two_by_one": {...}, "addition": {...}},
+    "seeds": {"seed0": {"gsm8k": {...}, "probes": {...}}, "seed1": {...}}}}
+```
+
+`difference` = treatment - reference accuracy (mul_tokens - baseline); `discordant_b` counts
+questions only the reference got right, `discordant_c` questions only the treatment got right.
+The top level of a model is the pooled result: pairs are matched by (seed, id) and concatenated,
+McNemar uses the pooled discordant counts (seeds share questions, so with several seeds this
+p-value treats repeated questions as independent; the interval does not), and the bootstrap
+resamples questions with all their seeds (cluster bootstrap). `seeds` lists per-seed rows only when
+there are several seeds (with one seed they would repeat the top level). Every flattened key
+(`sft_gsm8k.probes.times_table.difference`) is unique, so `dvc exp show --sort-by` works on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from deltalab.atomic import write_json
+from deltalab.errors import DataError
+from deltalab.evaluation.params import CompareParams
+from deltalab.evaluation.scoring import GSM8K, PROBE_FAMILIES, PROBES, read_jsonl
+from deltalab.evaluation.stats import compare_paired
+
+Key = tuple[str, int, str]  # (condition, seed, model)
+_REQUIRED = ("id", "task", "family", "gold", "correct")
+
+
+def load_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read and validate a predictions JSONL file written by the evaluate stage."""
+    records = read_jsonl(path)
+    if not records:
+        raise DataError(f"{path}: no predictions")
+    seen: set[tuple[str, str]] = set()
+    for lineno, record in enumerate(records, 1):
+        missing = [k for k in _REQUIRED if k not in record]
+        if missing:
+            raise DataError(f"{path}: record {lineno} lacks {', '.join(missing)}")
+        if not isinstance(record["correct"], bool):
+            raise DataError(f"{path}: record {lineno}: 'correct' must be true or false")
+        key = (record["task"], record["id"])
+        if key in seen:
+            raise DataError(
+                f"{path}: duplicate prediction for {record['task']} id {record['id']!r}"
+            )
+        seen.add(key)
+    return records
+
+
+def _pair(
+    reference: Sequence[Mapping[str, Any]],
+    treatment: Sequence[Mapping[str, Any]],
+    ref_source: str,
+    trt_source: str,
+) -> list[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """Match records by (task, id); every id must be in both files with the same gold answer."""
+    ref_by_key = {(r["task"], r["id"]): r for r in reference}
+    trt_by_key = {(r["task"], r["id"]): r for r in treatment}
+    for have, have_src, other, other_src in (
+        (ref_by_key, ref_source, trt_by_key, trt_source),
+        (trt_by_key, trt_source, ref_by_key, ref_source),
+    ):
+        missing = sorted(set(have) - set(other))
+        if missing:
+            examples = ", ".join(f"{t}:{i}" for t, i in missing[:3])
+            raise DataError(
+                f"{other_src}: missing {len(missing)} prediction ids present in {have_src} "
+                f"(e.g. {examples})"
+            )
+    pairs = []
+    for key, ref in ref_by_key.items():
+        trt = trt_by_key[key]
+        if str(ref["gold"]) != str(trt["gold"]):
+            raise DataError(
+                f"{trt_source}: gold answer of {key[0]}:{key[1]} differs from {ref_source} "
+                f"({trt['gold']!r} vs {ref['gold']!r}); were both evaluated on the same data?"
+            )
+        pairs.append((ref, trt))
+    return pairs
+
+
+def _groups(pairs: Sequence[tuple[int, Mapping[str, Any], Mapping[str, Any]]]):
+    """Comparison groups: (path in the output, the pairs that belong to it)."""
+    gsm8k = [p for p in pairs if p[1]["task"] == GSM8K]
+    probes = [p for p in pairs if p[1]["task"] == PROBES]
+    groups: list[tuple[tuple[str, ...], list]] = []
+    if gsm8k:
+        groups.append(((GSM8K,), gsm8k))
+    if probes:
+        groups.append(((PROBES, "all"), probes))
+        for family in PROBE_FAMILIES:
+            members = [p for p in probes if p[1]["family"] == family]
+            if members:
+                groups.append(((PROBES, family), members))
+    return groups
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _stats(pairs, params: CompareParams, reference: str, treatment: str, pooled: bool):
+    result = compare_paired(
+        [p[1]["correct"] for p in pairs],
+        [p[2]["correct"] for p in pairs],
+        n_bootstrap=params.n_bootstrap,
+        confidence=params.confidence,
+        seed=params.seed,
+        clusters=[p[1]["id"] for p in pairs] if pooled else None,
+    )
+    result[f"{reference}_accuracy"] = result.pop("reference_accuracy")
+    result[f"{treatment}_accuracy"] = result.pop("treatment_accuracy")
+    return result
+
+
+def build_compare(
+    predictions: Mapping[Key, Sequence[Mapping[str, Any]]],
+    params: CompareParams,
+    *,
+    reference: str = "baseline",
+    treatment: str = "mul_tokens",
+    sources: Mapping[Key, str] | None = None,
+    skip_unpaired_models: bool = False,
+) -> dict[str, Any]:
+    """compare.json content from prediction records keyed by (condition, seed, model).
+
+    Keys with other conditions are ignored. Every (seed, model) present for one of the two
+    conditions must be present for the other, except that `skip_unpaired_models` leaves out
+    models evaluated for only one of them (in every seed); `sources` names files in errors.
+    """
+    if reference == treatment:
+        raise ValueError("reference and treatment must be different conditions")
+    sources = dict(sources or {})
+
+    def source(key: Key) -> str:
+        return sources.get(key, f"predictions of {key[0]}, seed {key[1]}, model {key[2]}")
+
+    runs = sorted(
+        {(seed, model) for cond, seed, model in predictions if cond in (reference, treatment)}
+    )
+    if skip_unpaired_models:
+        # e.g. the delta-track models (dpo, rlvr, ...) that exist for the baseline only
+        conds_of: dict[str, set[str]] = {}
+        for cond, _, model in predictions:
+            conds_of.setdefault(model, set()).add(cond)
+        runs = [(s, m) for s, m in runs if {reference, treatment} <= conds_of[m]]
+    if not runs:
+        raise DataError(f"no predictions for conditions {reference!r} and {treatment!r}")
+    per_model: dict[str, dict[int, list]] = {}
+    for seed, model in runs:
+        ref_key, trt_key = (reference, seed, model), (treatment, seed, model)
+        for key in (ref_key, trt_key):
+            if key not in predictions:
+                raise DataError(
+                    f"{source(key)}: missing (no predictions for model {model!r}, "
+                    f"condition {key[0]!r}, seed {seed})"
+                )
+        pairs = _pair(predictions[ref_key], predictions[trt_key], source(ref_key), source(trt_key))
+        per_model.setdefault(model, {})[seed] = [(seed, r, t) for r, t in pairs]
+
+    out: dict[str, Any] = {}
+    for model, by_seed in per_model.items():
+        entry: dict[str, Any] = {"n_seeds": len(by_seed)}
+        pooled = [p for seed in sorted(by_seed) for p in by_seed[seed]]
+        for path, members in _groups(pooled):
+            _set(entry, path, _stats(members, params, reference, treatment, pooled=True))
+        if len(by_seed) > 1:
+            for seed in sorted(by_seed):
+                for path, members in _groups(by_seed[seed]):
+                    stats = _stats(members, params, reference, treatment, pooled=False)
+                    _set(entry, ("seeds", f"seed{seed}", *path), stats)
+        out[model] = entry
+    return out
+
+
+def compare_prediction_files(
+    paths: Mapping[Key, str | os.PathLike],
+    params: CompareParams,
+    *,
+    reference: str = "baseline",
+    treatment: str = "mul_tokens",
+    skip_unpaired_models: bool = False,
+) -> dict[str, Any]:
+    """Load predictions files keyed by (condition, seed, model) and build compare.json content."""
+    wanted = {k: Path(p) for k, p in paths.items() if k[0] in (reference, treatment)}
+    records = {key: load_predictions(path) for key, path in wanted.items()}
+    sources = {key: str(path) for key, path in wanted.items()}
+    return build_compare(records, params, reference=reference, treatment=treatment, sources=sources)
+
+
+def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:
+    """Atomically write compare.json."""
+    write_json(path, result)

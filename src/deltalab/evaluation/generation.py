@@ -1,0 +1,199 @@
+"""Batched greedy generation: left padding, KV cache, per-sequence stop at EOS.
+
+Prompts are sorted by token length (longest first, so a batch that does not fit in memory fails
+at once) and batched; results come back in the caller's order. `generate_one_at_a_time` is the
+unbatched reference used by the tests and the throughput bench: both must produce the same tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from deltalab.errors import DataError
+
+PROMPT_TEMPLATE = "User: {question}\nAssistant:"
+
+
+def format_prompt(question: str) -> str:
+    """The evaluation prompt; the SFT chat template renders the same text."""
+    return PROMPT_TEMPLATE.format(question=question)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One response: text without EOS, generated ids up to and including EOS, whether EOS came."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    stopped: bool
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def _eos_ids(tokenizer, eos_token_id: int | Sequence[int] | None) -> list[int]:
+    if eos_token_id is None:
+        eos_token_id = tokenizer.eos_token_id
+    if eos_token_id is None:
+        raise DataError("the tokenizer has no eos_token; generation could never stop")
+    return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+
+
+def _pad_id(tokenizer, eos_ids: list[int]) -> int:
+    # pad == eos is normal for GPT-2-style tokenizers; stopping never relies on padding.
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+
+
+def _context_length(model) -> int | None:
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _generation_config(max_new_tokens: int, pad_id: int, eos_ids: list[int]) -> GenerationConfig:
+    # A fresh config so sampling settings saved with a checkpoint never leak into greedy decoding.
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_id,
+        eos_token_id=eos_ids if len(eos_ids) > 1 else eos_ids[0],
+        use_cache=True,
+    )
+
+
+@contextlib.contextmanager
+def _plain_generation_defaults(model) -> Iterator[None]:
+    """Hide the checkpoint's own generation config while generating.
+
+    transformers fills every field our config leaves unset from `model.generation_config`, so a
+    saved `repetition_penalty`, `no_repeat_ngram_size` or `suppress_tokens` would silently change
+    "greedy" decoding.
+    """
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        model.generation_config = saved
+
+
+def _finish(tokenizer, new_ids: list[int], eos_ids: list[int]) -> Generation:
+    """Cut at the first generated EOS; anything after it is padding (pad may equal EOS)."""
+    eos_set = set(eos_ids)
+    for i, token in enumerate(new_ids):
+        if token in eos_set:
+            kept, stopped = new_ids[: i + 1], True
+            break
+    else:
+        kept, stopped = new_ids, False
+    body = kept[:-1] if stopped else kept
+    # Mul tokens are ordinary added tokens (special=False), so skip_special_tokens keeps them.
+    text = tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return Generation(text=text, token_ids=tuple(kept), stopped=stopped)
+
+
+def _encode(tokenizer, prompts: Sequence[str], model, max_new_tokens: int) -> list[list[int]]:
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    context = _context_length(model)
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise DataError(f"prompt {i} encodes to no tokens")
+        if context is not None and len(ids) + max_new_tokens > context:
+            raise DataError(
+                f"prompt {i} has {len(ids)} tokens; with max_new_tokens={max_new_tokens} it "
+                f"exceeds the model's context of {context} positions"
+            )
+    return encoded
+
+
+def _check_args(max_new_tokens: int, batch_size: int) -> None:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def generate_greedy(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    eos_token_id: int | Sequence[int] | None = None,
+    progress: bool = False,
+    desc: str = "generate",
+) -> list[Generation]:
+    """Greedy responses to `prompts` (already formatted), batched with left padding."""
+    _check_args(max_new_tokens, batch_size)
+    if not prompts:
+        return []
+    eos_ids = _eos_ids(tokenizer, eos_token_id)
+    pad_id = _pad_id(tokenizer, eos_ids)
+    config = _generation_config(max_new_tokens, pad_id, eos_ids)
+    encoded = _encode(tokenizer, prompts, model, max_new_tokens)
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    device = model.device
+    results: list[Generation | None] = [None] * len(encoded)
+    bar = tqdm(total=len(encoded), desc=desc, unit="q", disable=not progress)
+    with torch.inference_mode(), _plain_generation_defaults(model):
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):  # left padding: the prompt ends at the last column
+                ids = encoded[i]
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )
+            new_tokens = output[:, width:].tolist()
+            for row, i in enumerate(batch):
+                results[i] = _finish(tokenizer, new_tokens[row], eos_ids)
+            bar.update(len(batch))
+    bar.close()
+    return cast(list[Generation], results)  # every slot was filled by exactly one batch
+
+
+def generate_one_at_a_time(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | Sequence[int] | None = None,
+    progress: bool = False,
+) -> list[Generation]:
+    """Unbatched reference: one `generate` call per prompt, no padding at all."""
+    _check_args(max_new_tokens, 1)
+    eos_ids = _eos_ids(tokenizer, eos_token_id)
+    pad_id = _pad_id(tokenizer, eos_ids)
+    config = _generation_config(max_new_tokens, pad_id, eos_ids)
+    encoded = _encode(tokenizer, prompts, model, max_new_tokens)
+    results = []
+    with torch.inference_mode(), _plain_generation_defaults(model):
+        for ids in tqdm(encoded, desc="generate (1 at a time)", unit="q", disable=not progress):
+            input_ids = torch.tensor([ids], dtype=torch.long, device=model.device)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+            )
+            results.append(_finish(tokenizer, output[0, len(ids) :].tolist(), eos_ids))
+    return results

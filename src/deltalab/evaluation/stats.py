@@ -1,0 +1,113 @@
+"""Paired statistics for A/B accuracy comparisons on the same questions.
+
+- Exact McNemar test: two-sided binomial test of the discordant pairs b (reference right,
+  treatment wrong) and c (reference wrong, treatment right) against p = 0.5; p = 1 when b + c = 0.
+  Equals `scipy.stats.binomtest(b, b + c, 0.5).pvalue` (checked in the tests).
+- Paired bootstrap: resample questions with replacement, keeping each question's two outcomes
+  together, and take the percentile interval of the accuracy difference (treatment - reference).
+  With several seeds a question is a cluster: resampling a question carries its outcomes in every
+  seed, because seeds share the test questions and are not independent samples of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+# Resamples per chunk are limited so the index matrix stays ~32 MB whatever n_bootstrap is.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b and c."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    # Exact integer arithmetic: the tail sum and 2**n stay exact for any n; the division of two
+    # Python ints rounds correctly even when both exceed the float range.
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def discordant_counts(reference: Sequence[bool], treatment: Sequence[bool]) -> tuple[int, int]:
+    """(b, c): questions only the reference got right, questions only the treatment got right."""
+    ref = np.asarray(reference, dtype=bool)
+    trt = np.asarray(treatment, dtype=bool)
+    return int(np.sum(ref & ~trt)), int(np.sum(~ref & trt))
+
+
+def paired_bootstrap_ci(
+    reference: Sequence[bool],
+    treatment: Sequence[bool],
+    *,
+    n_bootstrap: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence[Hashable] | None = None,
+) -> tuple[float, float]:
+    """Percentile interval of mean(treatment) - mean(reference) under paired resampling.
+
+    `clusters` (one label per pair, e.g. the question id when pairs from several seeds are pooled)
+    makes whole clusters the resampling unit.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    trt = np.asarray(treatment, dtype=np.float64)
+    if ref.shape != trt.shape or ref.ndim != 1:
+        raise ValueError(f"paired outcomes need equal 1-D shapes, got {ref.shape} and {trt.shape}")
+    if ref.size == 0:
+        raise ValueError("no paired outcomes to bootstrap")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    diff = trt - ref
+    if clusters is None:
+        sums, sizes = diff, np.ones_like(diff)
+    else:
+        if len(clusters) != diff.size:
+            raise ValueError(f"{len(clusters)} cluster labels for {diff.size} pairs")
+        _, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        sums = np.bincount(inverse, weights=diff)
+        sizes = np.bincount(inverse).astype(np.float64)
+    k = sums.size
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_bootstrap, dtype=np.float64)
+    chunk = max(1, _CHUNK_ELEMENTS // k)
+    for start in range(0, n_bootstrap, chunk):
+        stop = min(n_bootstrap, start + chunk)
+        idx = rng.integers(0, k, size=(stop - start, k))
+        stats[start:stop] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def compare_paired(
+    reference: Sequence[bool],
+    treatment: Sequence[bool],
+    *,
+    n_bootstrap: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    clusters: Sequence[Hashable] | None = None,
+) -> dict[str, float | int]:
+    """Accuracies, difference (treatment - reference), bootstrap interval, exact McNemar p."""
+    ref = np.asarray(reference, dtype=bool)
+    trt = np.asarray(treatment, dtype=bool)
+    b, c = discordant_counts(ref, trt)
+    low, high = paired_bootstrap_ci(
+        ref, trt, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, clusters=clusters
+    )
+    return {
+        "reference_accuracy": float(ref.mean()),
+        "treatment_accuracy": float(trt.mean()),
+        "difference": float(trt.mean() - ref.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "mcnemar_p": mcnemar_exact(b, c),
+        "n": int(ref.size),
+        "discordant_b": b,
+        "discordant_c": c,
+    }

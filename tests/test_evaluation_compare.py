@@ -1,0 +1,221 @@
+"""compare.json: structure, pairing by id, pooling over seeds, bad predictions files; params."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from deltalab.errors import DataError
+from deltalab.evaluation.compare import (
+    build_compare,
+    compare_prediction_files,
+    load_predictions,
+    write_compare,
+)
+from deltalab.evaluation.params import CompareParams, EvaluateParams
+from deltalab.evaluation.scoring import write_predictions
+from deltalab.evaluation.stats import compare_paired
+
+PARAMS = CompareParams(n_bootstrap=500, seed=0)
+FIELDS = {
+    "baseline_accuracy",
+    "mul_tokens_accuracy",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "mcnemar_p",
+    "n",
+    "discordant_b",
+    "discordant_c",
+}
+
+
+def records(outcomes: list[bool], probes: list[tuple[str, bool]] = ()) -> list[dict]:
+    out = [
+        {"id": f"gsm8k-{i:05d}", "task": "gsm8k", "family": "gsm8k", "gold": str(i), "correct": c}
+        for i, c in enumerate(outcomes)
+    ]
+    out += [
+        {"id": f"p{i}", "task": "probes", "family": fam, "gold": "1", "correct": c}
+        for i, (fam, c) in enumerate(probes)
+    ]
+    return out
+
+
+BASE = [True, False, False, True, False, False, True, False]
+MUL = [True, True, False, False, True, True, True, False]
+PROBES_BASE = [
+    ("times_table", True),
+    ("times_table", True),
+    ("two_by_one", False),
+    ("addition", True),
+]
+PROBES_MUL = [
+    ("times_table", False),
+    ("times_table", True),
+    ("two_by_one", True),
+    ("addition", True),
+]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def test_single_seed_structure_and_values() -> None:
+    preds = {
+        ("baseline", 0, "sft_gsm8k"): records(BASE, PROBES_BASE),
+        ("mul_tokens", 0, "sft_gsm8k"): records(MUL, PROBES_MUL),
+        ("baseline", 0, "sft_tulu"): records(BASE),
+        ("mul_tokens", 0, "sft_tulu"): records(BASE),
+        ("other_condition", 0, "sft_tulu"): records([True]),  # ignored
+    }
+    out = build_compare(preds, PARAMS)
+    assert set(out) == {"sft_gsm8k", "sft_tulu"}
+    entry = out["sft_gsm8k"]
+    assert entry["n_seeds"] == 1 and "seeds" not in entry
+    assert set(entry["gsm8k"]) == FIELDS
+    assert set(entry["probes"]) == {"all", "times_table", "two_by_one", "addition"}
+    g = entry["gsm8k"]
+    assert (g["baseline_accuracy"], g["mul_tokens_accuracy"]) == (3 / 8, 5 / 8)
+    assert g["difference"] == pytest.approx(2 / 8)
+    assert (g["discordant_b"], g["discordant_c"]) == (1, 3) and g["n"] == 8
+    assert g["mcnemar_p"] == pytest.approx(2 * (1 + 4) / 16)
+    expected = compare_paired(BASE, MUL, n_bootstrap=500, seed=0)
+    assert g["mcnemar_p"] == expected["mcnemar_p"]
+    tt = entry["probes"]["times_table"]
+    assert (tt["baseline_accuracy"], tt["mul_tokens_accuracy"], tt["n"]) == (1.0, 0.5, 2)
+    assert (
+        out["sft_tulu"]["gsm8k"]["difference"] == 0 and out["sft_tulu"]["gsm8k"]["mcnemar_p"] == 1
+    )
+    assert "probes" not in out["sft_tulu"]
+    # DVC needs numbers and unique flattened names
+    flat = flatten(out)
+    assert all(isinstance(v, int | float) for v in flat.values())
+    assert build_compare(preds, PARAMS) == out  # deterministic
+
+
+def test_several_seeds_pool_and_keep_per_seed_rows() -> None:
+    preds = {
+        ("baseline", 0, "m"): records(BASE, PROBES_BASE),
+        ("mul_tokens", 0, "m"): records(MUL, PROBES_MUL),
+        ("baseline", 1, "m"): records(MUL, PROBES_BASE),
+        ("mul_tokens", 1, "m"): records(MUL, PROBES_BASE),
+    }
+    out = build_compare(preds, PARAMS)["m"]
+    assert out["n_seeds"] == 2
+    assert set(out["seeds"]) == {"seed0", "seed1"}
+    assert out["seeds"]["seed0"]["gsm8k"]["difference"] == pytest.approx(2 / 8)
+    assert out["seeds"]["seed1"]["gsm8k"]["difference"] == 0
+    pooled = out["gsm8k"]
+    assert pooled["n"] == 16 and (pooled["discordant_b"], pooled["discordant_c"]) == (1, 3)
+    assert pooled["baseline_accuracy"] == pytest.approx(8 / 16)
+    assert pooled["difference"] == pytest.approx(2 / 16)
+    assert out["seeds"]["seed1"]["probes"]["all"]["n"] == 4 and out["probes"]["all"]["n"] == 8
+    flat = flatten({"m": out})
+    assert len(flat) == len(set(flat))
+    assert "m.seeds.seed1.probes.addition.mcnemar_p" in flat
+
+
+def test_files_roundtrip_and_bad_predictions(tmp_path: Path) -> None:
+    paths = {}
+    for cond, outcomes in (("baseline", BASE), ("mul_tokens", MUL)):
+        path = tmp_path / cond / "seed0" / "sft_gsm8k.predictions.jsonl"
+        write_predictions(path, records(outcomes, PROBES_BASE))
+        paths[(cond, 0, "sft_gsm8k")] = path
+    result = compare_prediction_files(paths, PARAMS)
+    write_compare(tmp_path / "compare.json", result)
+    assert json.loads((tmp_path / "compare.json").read_text()) == result
+
+    # the treatment file lacks two ids
+    short = tmp_path / "short.jsonl"
+    write_predictions(short, records(MUL[:6], PROBES_BASE))
+    bad = {**paths, ("mul_tokens", 0, "sft_gsm8k"): short}
+    with pytest.raises(
+        DataError, match=rf"{re.escape(str(short))}: missing 2 prediction ids present in .*baseline"
+    ):
+        compare_prediction_files(bad, PARAMS)
+
+    # one condition has no file for this model
+    with pytest.raises(
+        DataError, match="no predictions for model 'sft_gsm8k', condition 'mul_tokens'"
+    ):
+        compare_prediction_files(
+            {("baseline", 0, "sft_gsm8k"): paths[("baseline", 0, "sft_gsm8k")]}, PARAMS
+        )
+
+    # different test sets under the same ids
+    other = tmp_path / "other.jsonl"
+    write_predictions(other, [{**r, "gold": "999"} for r in records(MUL, PROBES_BASE)])
+    with pytest.raises(DataError, match="gold answer of gsm8k:gsm8k-00000 differs"):
+        compare_prediction_files({**paths, ("mul_tokens", 0, "sft_gsm8k"): other}, PARAMS)
+
+    # malformed files
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"empty\.jsonl: no predictions"):
+        load_predictions(tmp_path / "empty.jsonl")
+    (tmp_path / "noid.jsonl").write_text(json.dumps({"task": "gsm8k", "correct": True}) + "\n")
+    with pytest.raises(DataError, match=r"noid\.jsonl: record 1 lacks id"):
+        load_predictions(tmp_path / "noid.jsonl")
+    dup = tmp_path / "dup.jsonl"
+    write_predictions(dup, records(BASE) + records(BASE)[:1])
+    with pytest.raises(DataError, match="duplicate prediction"):
+        load_predictions(dup)
+    with pytest.raises(DataError, match=r"missing\.jsonl: file not found"):
+        load_predictions(tmp_path / "missing.jsonl")
+    with pytest.raises(DataError, match="no predictions for conditions"):
+        build_compare({}, PARAMS)
+
+
+def test_models_of_one_condition_only() -> None:
+    preds = {
+        ("baseline", 0, "sft_gsm8k"): records(BASE),
+        ("mul_tokens", 0, "sft_gsm8k"): records(MUL),
+        ("baseline", 0, "dpo"): records(BASE),  # delta track: baseline only
+    }
+    with pytest.raises(DataError, match="no predictions for model 'dpo', condition 'mul_tokens'"):
+        build_compare(preds, PARAMS)
+    assert set(build_compare(preds, PARAMS, skip_unpaired_models=True)) == {"sft_gsm8k"}
+    # a model paired in one seed but not another is still an error
+    preds[("baseline", 1, "sft_gsm8k")] = records(BASE)
+    with pytest.raises(DataError, match="condition 'mul_tokens', seed 1"):
+        build_compare(preds, PARAMS, skip_unpaired_models=True)
+
+
+def test_params_validation() -> None:
+    assert EvaluateParams().max_new_tokens == 256
+    p = EvaluateParams(max_new_tokens=64, probes_max_new_tokens=None)
+    assert p.effective_probes_max_new_tokens == 64
+    assert EvaluateParams(probes_max_new_tokens=8).effective_probes_max_new_tokens == 8
+    for bad in (
+        {"max_new_tokens": 0},
+        {"batch_size": 0},
+        {"gsm8k_limit": 0},
+        {"max_new_token": 5},  # typo: extra keys are forbidden
+        {"max_new_tokens": "64"},  # strict: no silent coercion
+        {"probes": "yes"},
+    ):
+        with pytest.raises(ValidationError):
+            EvaluateParams(**bad)
+    assert CompareParams().confidence == 0.95
+    assert CompareParams(confidence=0.9, n_bootstrap=1000, seed=3).seed == 3
+    for bad in (
+        {"confidence": 1.0},
+        {"confidence": 0.2},
+        {"n_bootstrap": 10},
+        {"seed": -1},
+        {"x": 1},
+    ):
+        with pytest.raises(ValidationError):
+            CompareParams(**bad)

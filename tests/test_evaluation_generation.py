@@ -1,0 +1,128 @@
+"""Batched greedy generation must equal one-at-a-time greedy generation, token for token."""
+
+from __future__ import annotations
+
+import pytest
+
+from deltalab.errors import DataError
+from deltalab.evaluation.generation import (
+    Generation,
+    _finish,
+    format_prompt,
+    generate_greedy,
+    generate_one_at_a_time,
+)
+
+from .evaluation_fixtures import build_model, build_tokenizer, questions
+
+MAX_NEW = 10
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tokenizer = build_tokenizer()
+    return build_model(tokenizer), tokenizer
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    return [format_prompt(q) for q in questions(9)]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, prompts):
+    model, tokenizer = tiny
+    return generate_one_at_a_time(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
+
+
+def test_prompt_format() -> None:
+    assert format_prompt("What is 2+2?") == "User: What is 2+2?\nAssistant:"
+
+
+def test_prompts_have_different_lengths(tiny, prompts) -> None:
+    _, tokenizer = tiny
+    lengths = {len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts}
+    assert len(lengths) >= 4  # otherwise the left-padding test proves nothing
+
+
+def test_batched_equals_one_at_a_time(tiny, prompts, reference) -> None:
+    model, tokenizer = tiny
+    # batch size 4 over 9 prompts: uneven last batch, padding in every batch
+    batched = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4)
+    assert batched == reference
+    assert all(not g.stopped and g.num_tokens == MAX_NEW for g in batched)
+    assert len({g.token_ids for g in batched}) > 1  # outputs depend on the prompt
+
+
+def test_per_sequence_stop_at_eos_when_pad_is_eos(tiny, prompts, reference) -> None:
+    """Make a token the first prompt emits at step 3 the EOS (and pad) token of the tokenizer."""
+    model, _ = tiny
+    tokenizer = build_tokenizer()
+    first = reference[0].token_ids
+    step = next(i for i in range(2, MAX_NEW) if first[i] not in first[:i])
+    stop_id = first[step]
+    stop_token = tokenizer.convert_ids_to_tokens(stop_id)
+    tokenizer.eos_token = stop_token
+    tokenizer.pad_token = stop_token
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == stop_id
+
+    batched = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=3)
+    single = generate_one_at_a_time(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
+    assert batched == single
+    assert batched[0].stopped and batched[0].token_ids == first[: step + 1]
+    for gen, ref in zip(batched, reference, strict=True):
+        if stop_id in ref.token_ids:
+            cut = ref.token_ids.index(stop_id) + 1
+            assert gen.stopped and gen.token_ids == ref.token_ids[:cut]
+        else:  # padding after other rows stopped must not look like a stop
+            assert not gen.stopped and gen.token_ids == ref.token_ids
+    assert any(not g.stopped for g in batched)  # the batch mixed stopped and running rows
+
+
+def test_pad_different_from_eos(prompts) -> None:
+    tokenizer = build_tokenizer(pad_equals_eos=False)
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    model = build_model(tokenizer, seed=3)
+    batched = generate_greedy(model, tokenizer, prompts[:5], max_new_tokens=6, batch_size=5)
+    assert batched == generate_one_at_a_time(model, tokenizer, prompts[:5], max_new_tokens=6)
+
+
+def test_finish_cuts_at_first_eos_and_keeps_mul_tokens(tiny) -> None:
+    _, tokenizer = tiny
+    eos = tokenizer.eos_token_id
+    mul = tokenizer.convert_tokens_to_ids("<MUL_6_9_54>")
+    body = tokenizer(" so", add_special_tokens=False)["input_ids"] + [mul]
+    gen = _finish(tokenizer, [*body, eos, eos, eos], [eos])
+    assert gen == Generation(text=" so<MUL_6_9_54>", token_ids=(*body, eos), stopped=True)
+    assert gen.num_tokens == len(body) + 1
+    running = _finish(tokenizer, body, [eos])
+    assert not running.stopped and running.num_tokens == len(body)
+
+
+def test_context_overflow_is_a_clear_error(prompts) -> None:
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, n_positions=24)
+    with pytest.raises(DataError, match="context of 24 positions"):
+        generate_greedy(model, tokenizer, prompts, max_new_tokens=20)
+
+
+def test_bad_arguments(tiny, prompts) -> None:
+    model, tokenizer = tiny
+    assert generate_greedy(model, tokenizer, [], max_new_tokens=4) == []
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate_greedy(model, tokenizer, prompts, max_new_tokens=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_greedy(model, tokenizer, prompts, max_new_tokens=4, batch_size=0)
+
+
+def test_checkpoint_generation_config_does_not_leak(prompts, reference) -> None:
+    """A saved generation_config (sampling, penalties, suppressed tokens) must not alter greedy."""
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    saved = model.generation_config
+    saved.do_sample, saved.temperature = True, 3.0
+    saved.repetition_penalty, saved.no_repeat_ngram_size = 5.0, 1
+    saved.suppress_tokens = sorted({t for g in reference for t in g.token_ids})
+    out = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4)
+    assert out == reference
+    assert model.generation_config is saved  # restored afterwards
