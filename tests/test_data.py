@@ -116,7 +116,7 @@ def test_read_jsonl_errors(tmp_path):
         read_jsonl(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q"}\n{oops\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
         read_jsonl(bad)
     write_jsonl(bad, [{"question": "q"}])
     with pytest.raises(DataError, match=r"bad.jsonl:1: missing field\(s\) \['answer'\]"):

@@ -144,6 +144,24 @@ def test_metrics_exist(reproduced):
     assert shown  # dvc sees the declared metrics
 
 
+def test_evaluation_metrics_and_compare(reproduced):
+    _, repo, _, _ = reproduced
+    for cond in ("baseline", "mul_tokens"):
+        for model in ("pretrain", "sft_tulu", "sft_gsm8k"):
+            m = json.loads((repo / f"metrics/eval/{cond}/seed0/{model}.json").read_text())
+            assert m["gsm8k"]["total"] == 24 and 0 <= m["gsm8k"]["accuracy"] <= 1
+            assert set(m["probes"]) >= {"accuracy", "times_table", "two_by_one", "addition"}
+            preds = (repo / f"reports/predictions/{cond}/seed0/{model}.jsonl").read_text()
+            assert len(preds.splitlines()) == 24 + 281
+    compare = json.loads((repo / "metrics/compare.json").read_text())
+    for model in ("pretrain", "sft_tulu", "sft_gsm8k"):
+        row = compare[model]["gsm8k"]
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert 0 <= row["mcnemar_p"] <= 1
+    assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
+    assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
+
+
 def test_nothing_to_do_and_noop_is_fast(reproduced):
     _, repo, _, _ = reproduced
     start = time.time()

@@ -16,3 +16,18 @@ def checkpoint(cond: str, seed: int, stage: str) -> Path:
 def train_metrics(stage: str, cond: str, seed: int) -> Path:
     """dvclive directory of a training stage: `metrics/train/<stage>/<cond>-<seed>/`."""
     return Path("metrics/train") / stage / f"{cond}-{seed}"
+
+
+REPORTS = Path("reports")
+COMPARE = Path("metrics/compare.json")
+EVAL_PLOTS = Path("metrics/plots/eval")
+
+
+def eval_metrics(cond: str, seed: int, model: str) -> Path:
+    """`metrics/eval/<cond>/seed<seed>/<model>.json` (Git-tracked)."""
+    return Path("metrics/eval") / cond / f"seed{seed}" / f"{model}.json"
+
+
+def predictions(cond: str, seed: int, model: str) -> Path:
+    """Per-question predictions of one evaluation (a DVC-cached output)."""
+    return REPORTS / "predictions" / cond / f"seed{seed}" / f"{model}.jsonl"

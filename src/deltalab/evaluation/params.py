@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -13,6 +15,11 @@ class EvaluateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    models: list[Literal["pretrain", "sft_tulu", "sft_gsm8k"]] = Field(
+        default_factory=lambda: ["pretrain", "sft_tulu", "sft_gsm8k"],
+        min_length=1,
+        description="checkpoints evaluated for every condition and seed (the evaluate matrix)",
+    )
     max_new_tokens: int = Field(256, ge=1, le=8192, description="response budget for GSM8K")
     probes_max_new_tokens: int | None = Field(
         None, ge=1, le=8192, description="response budget for probes (None: max_new_tokens)"

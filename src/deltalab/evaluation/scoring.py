@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from deltalab.atomic import atomic_file, write_json
+from deltalab.data.jsonl import read_jsonl as _read_jsonl
 from deltalab.errors import CheckpointError, DataError
 from deltalab.evaluation.answers import (
     answers_match,
@@ -41,25 +42,8 @@ PROBE_FAMILIES = ("times_table", "two_by_one", "addition")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; DataError naming the file (and line) when it is missing or bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            rows.append(row)
-    return rows
+    """Rows of a JSONL file (possibly none: callers name what an empty set means)."""
+    return _read_jsonl(path, allow_empty=True)
 
 
 def _require_str(row: Mapping[str, Any], key: str, where: str) -> str:

@@ -40,3 +40,15 @@ def trainer_kwargs(
         "disable_tqdm": False,
         "optim": "adamw_torch",
     }
+
+
+def final_eval_loss(trainer) -> float:
+    """Validation loss of the final weights: the last logged eval when it ran at the final step
+    (eval_steps divides max_steps), else one more evaluation."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry.get("step") == step:
+                return float(entry["eval_loss"])
+            break
+    return float(trainer.evaluate()["eval_loss"])

@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from deltalab.config import PretrainParams, RuntimeParams
-from deltalab.train.common import trainer_kwargs
+from deltalab.train.common import final_eval_loss, trainer_kwargs
 
 
 def pack_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> Dataset:
@@ -46,10 +46,10 @@ def pretrain(
             model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=callbacks
         )
         result = trainer.train()
-        final_eval = trainer.evaluate()
+        eval_loss = final_eval_loss(trainer)
         return {
             "train_loss": float(result.training_loss),
-            "eval_loss": float(final_eval["eval_loss"]),
+            "eval_loss": eval_loss,
             "train_blocks": len(train),
             "tokens_per_block": block,
         }

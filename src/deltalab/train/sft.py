@@ -15,7 +15,7 @@ from trl import SFTConfig, SFTTrainer
 
 from deltalab.config import RuntimeParams, SFTParams
 from deltalab.tokens import inject_mul_tokens
-from deltalab.train.common import trainer_kwargs
+from deltalab.train.common import final_eval_loss, trainer_kwargs
 
 
 def gsm8k_to_messages(rows: Sequence[dict]) -> list[dict]:
@@ -75,8 +75,8 @@ def sft(
             callbacks=callbacks,
         )
         result = trainer.train()
-        final_eval = trainer.evaluate()
+        eval_loss = final_eval_loss(trainer)
         return {
             "train_loss": float(result.training_loss),
-            "eval_loss": float(final_eval["eval_loss"]),
+            "eval_loss": eval_loss,
         }
