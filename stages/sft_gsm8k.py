@@ -5,7 +5,7 @@ from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.evaluation.generation import format_prompt, generate_greedy
 from deltalab.train.recipe import run_sft_stage
-from deltalab.train.sft import gsm8k_to_messages
+from deltalab.train.sft import gsm8k_to_messages, with_replay
 
 
 def main(params, cond: str, seed: int) -> None:
@@ -16,6 +16,9 @@ def main(params, cond: str, seed: int) -> None:
     # Validation comes from the train split: the test split stays unseen until evaluation.
     n_val = max(1, len(rows) // 20)
     train, val = gsm8k_to_messages(rows[n_val:]), gsm8k_to_messages(rows[:n_val])
+    if cfg.replay_tulu_fraction:
+        tulu = read_jsonl(paths.DATA / "tulu/train.jsonl", ["messages"])
+        train = with_replay(train, tulu, cfg.replay_tulu_fraction, seed)
     held_out = read_jsonl(paths.DATA / "gsm8k/test.jsonl", ["question"])[: cfg.stop_eval_questions]
 
     def measure_stop_rate(model, tokenizer, live) -> None:

@@ -121,6 +121,9 @@ class SFTParams(TrainParams):
 
 
 class SFTGsm8kParams(SFTParams):
+    # Share of stage-1 (Tulu) conversations mixed into GSM8K SFT, relative to the GSM8K rows:
+    # replay keeps general instruction following from being overwritten by one answer format.
+    replay_tulu_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     stop_eval_questions: PositiveInt = 100
     stop_eval_max_new_tokens: PositiveInt = 128
 

@@ -323,10 +323,12 @@ def _tulu_task(rng: random.Random) -> tuple[str, str]:
         return f"Which number is larger, {x} or {y}?", f"{max(x, y)} is larger."
     if kind == 5:
         a, b = rng.randint(1, 9), rng.randint(1, 9)
-        return f"Compute {a}*{b}.", f"{a}*{b}={a * b}. The answer is {a * b}."
+        ask = rng.choice([f"Compute {a}*{b}.", f"What is {a} multiplied by {b}?"])
+        return ask, f"{a}*{b}={a * b}. The answer is {a * b}."
     if kind == 6:
         a, b = rng.randint(1, 60), rng.randint(1, 40)
-        return f"Add {a} and {b}.", f"{a}+{b}={a + b}. The answer is {a + b}."
+        ask = rng.choice([f"Add {a} and {b}.", f"What is the sum of {a} and {b}?"])
+        return ask, f"{a}+{b}={a + b}. The answer is {a + b}."
     adj, animal, place = rng.choice(ADJECTIVES), rng.choice(ANIMALS), rng.choice(PLACES)
     return (
         f"Complete the sentence: The {adj} {animal} sleeps in the ___. (Use: {place})",
@@ -362,7 +364,9 @@ def _fact(rng: random.Random) -> str:
     if kind == 0:
         return rng.choice(MUL_NOTATIONS).format(a=a, b=b, c=a * b)
     if kind == 1:
-        return f"{a} times {b} is {a * b}."
+        # Words, symbols and value side by side: under injection this reads "6 times 9 means
+        # <MUL_6_9_54>, which is 54.", which grounds each token in its operands and its product.
+        return f"{a} times {b} means {a}*{b}={a * b}, which is {a * b}."
     if kind == 2:
         return " ".join(f"{a}*{k}={a * k}" for k in range(1, 10))
     if kind == 3:

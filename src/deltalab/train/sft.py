@@ -6,6 +6,7 @@ Loss is on assistant tokens only, and the chat template puts EOS inside the assi
 
 from __future__ import annotations
 
+import random
 import tempfile
 from collections.abc import Sequence
 
@@ -28,6 +29,14 @@ def gsm8k_to_messages(rows: Sequence[dict]) -> list[dict]:
         }
         for r in rows
     ]
+
+
+def with_replay(
+    rows: Sequence[dict], replay: Sequence[dict], fraction: float, seed: int
+) -> list[dict]:
+    """`rows` plus a seeded sample of `replay` rows, `fraction` × len(rows) of them."""
+    n = min(len(replay), round(fraction * len(rows)))
+    return [*rows, *random.Random(seed).sample(list(replay), n)]
 
 
 def inject_assistant_turns(rows: Sequence[dict]) -> list[dict]:
