@@ -162,6 +162,15 @@ def test_evaluation_metrics_and_compare(reproduced):
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
 
 
+def test_delta_analysis_of_the_pipeline_checkpoints(reproduced):
+    _, repo, _, _ = reproduced
+    summary = json.loads((repo / "metrics/deltas/baseline.json").read_text())
+    assert set(summary["deltas"]) == {"sft_tulu", "sft_gsm8k"}
+    report = repo / "reports/deltas/baseline"
+    assert (report / "report.md").is_file() and (report / "tensors.csv").is_file()
+    assert not (repo / "metrics/deltas/mul_tokens.json").exists()  # delta track: baseline only
+
+
 def test_nothing_to_do_and_noop_is_fast(reproduced):
     _, repo, _, _ = reproduced
     start = time.time()

@@ -1,0 +1,193 @@
+"""`deltalab analyze`, `deltalab task-vector`, `deltalab merge` on any HF checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deltalab.errors import ConfigError
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from exc
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"must be at least 64, got {value}")
+    return value
+
+
+def _labels(specs: list[str], labels: list[str] | None) -> list[str]:
+    if labels:
+        if len(labels) != len(specs):
+            raise ConfigError(f"{len(labels)} --label for {len(specs)} --finetuned")
+        return labels
+    out: list[str] = []
+    for spec in specs:
+        name = Path(spec.rstrip("/").split("@")[0]).name or spec
+        label, i = name, 2
+        while label in out:
+            label, i = f"{name}_{i}", i + 1
+        out.append(label)
+    return out
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from deltalab.atomic import atomic_dir
+    from deltalab.deltas.analysis import DeltaInput, analyze
+    from deltalab.deltas.io import resolve_checkpoint
+    from deltalab.deltas.params import AnalyzeDeltasParams
+    from deltalab.deltas.report import write_report
+
+    overrides = {
+        k: v
+        for k, v in {
+            "atol": args.atol,
+            "top_ratio": args.top_ratio,
+            "chunk_elements": args.chunk_elements,
+            "rank_sketch_size": args.rank_sketch_size,
+            "rank_power_iters": args.rank_power_iters,
+        }.items()
+        if v is not None
+    }
+    if args.no_rank:
+        overrides["rank"] = False
+    try:
+        params = AnalyzeDeltasParams(**overrides)
+    except ValueError as exc:
+        raise ConfigError(f"analyze: {exc}") from exc
+    base = resolve_checkpoint(args.base)
+    deltas = [
+        DeltaInput(label, base, resolve_checkpoint(spec))
+        for label, spec in zip(_labels(args.finetuned, args.label), args.finetuned, strict=True)
+    ]
+    result = analyze(deltas, params, progress=not args.quiet)
+    with atomic_dir(args.out) as tmp:
+        write_report(result, tmp, title=args.title)
+    print(f"wrote {args.out}/report.md ({len(result.tensors)} tensor rows)")
+    return 0
+
+
+def _cmd_task_vector(args: argparse.Namespace) -> int:
+    from deltalab.deltas.io import resolve_checkpoint
+    from deltalab.deltas.vectors import build_task_vectors
+
+    if len(args.finetuned) != len(args.out):
+        raise ConfigError(f"{len(args.finetuned)} --finetuned but {len(args.out)} --out")
+    base = resolve_checkpoint(args.base)
+    targets = [
+        (resolve_checkpoint(f), out) for f, out in zip(args.finetuned, args.out, strict=True)
+    ]
+    build_task_vectors(
+        base,
+        targets,
+        args.top_ratio,
+        rescale=args.rescale,
+        values_dtype=args.values_dtype,
+        chunk_elements=args.chunk_elements or 2**25,
+        progress=not args.quiet,
+    )
+    print(f"wrote {', '.join(args.out)} (top {args.top_ratio:g} per tensor, {args.rescale=})")
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from deltalab.deltas.io import resolve_checkpoint
+    from deltalab.deltas.merge import load_vectors, merge, parse_size
+
+    vectors = load_vectors(args.vector)
+    base = resolve_checkpoint(args.base)
+    merge(
+        base,
+        vectors,
+        args.out,
+        dtype=args.dtype,
+        max_shard_bytes=parse_size(args.max_shard_size),
+        chunk_elements=args.chunk_elements or 2**25,
+        progress=not args.quiet,
+    )
+    scales = ", ".join(f"{v.path.name}×{s:g}" for v, s in vectors)
+    print(f"wrote {args.out} (base + {scales})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the delta subcommands to the `deltalab` parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--chunk-elements",
+        type=_positive_int,
+        default=None,
+        help="largest number of elements of one tensor held in fp32 at once (default 2^25)",
+    )
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser(
+        "analyze",
+        parents=[common],
+        help="per-tensor and per-layer × module statistics of weight deltas",
+        description="Analyse finetuned − base for one or more finetuned checkpoints of one base "
+        "(local directories or hub ids); deltas of the same base are compared with each other.",
+    )
+    p.add_argument("--base", required=True, help="base checkpoint: directory or hub id[@rev]")
+    p.add_argument("--finetuned", required=True, action="append", help="repeatable")
+    p.add_argument("--label", action="append", help="names of the deltas (default: dir names)")
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--atol", type=float, default=None, help="|Δ| ≤ atol is unchanged (1e-5)")
+    p.add_argument("--top-ratio", type=_ratio, default=None, help="sparsification (0.3)")
+    p.add_argument("--no-rank", action="store_true", help="skip stable/effective ranks")
+    p.add_argument("--rank-sketch-size", type=int, default=None, help="randomized SVD rank (64)")
+    p.add_argument("--rank-power-iters", type=int, default=None, help="power iterations (1)")
+    p.add_argument("--title", default="Weight deltas", help="report title")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "task-vector",
+        parents=[common],
+        help="write a sparse task vector (finetuned − base, exact top-k per tensor)",
+    )
+    p.add_argument("--base", required=True)
+    p.add_argument(
+        "--finetuned",
+        required=True,
+        action="append",
+        help="repeatable with --out: several vectors of one base in one pass over the base",
+    )
+    p.add_argument("--top-ratio", type=_ratio, default=1.0, help="keep ratio in (0, 1] (1.0)")
+    p.add_argument(
+        "--rescale",
+        choices=["none", "tensor", "global"],
+        default="none",
+        help="norm-preserving rescale of the kept entries",
+    )
+    p.add_argument("--values-dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--out", required=True, action="append", help="output .safetensors file")
+    p.set_defaults(func=_cmd_task_vector)
+
+    p = sub.add_parser(
+        "merge",
+        parents=[common],
+        help="base + Σ scale·τ written as a Hugging Face checkpoint",
+    )
+    p.add_argument("--base", required=True)
+    p.add_argument(
+        "--vector",
+        required=True,
+        action="append",
+        help="PATH[:SCALE] of a task vector (repeatable; scale defaults to 1)",
+    )
+    p.add_argument("--out", required=True, help="output directory (replaced atomically)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None)
+    p.add_argument("--max-shard-size", default="5GB", help="shard size (5GB)")
+    p.set_defaults(func=_cmd_merge)

@@ -1,0 +1,189 @@
+"""Merge: W = base + Σ scaleᵢ · τᵢ in fp32 from the base, cast once, written as an HF checkpoint.
+
+Streams one row chunk of one tensor at a time from the base and every vector; the base tensor's
+sha256 is compared with the one each vector recorded, so a vector applied to the wrong base fails
+(and, the output directory being atomic, nothing is written).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from deltalab import __version__
+from deltalab.atomic import atomic_dir
+from deltalab.deltas.io import (
+    BLOCK,
+    DTYPE_NAMES,
+    DTYPES,
+    Buffer,
+    Checkpoint,
+    CheckpointWriter,
+    Sha256,
+    copy_aux_files,
+    matrix_shape,
+    row_chunks,
+)
+from deltalab.deltas.vectors import TaskVector
+from deltalab.errors import CheckpointError, ConfigError
+
+OUT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+
+
+def parse_size(text: str) -> int:
+    """'5GB', '500MB', '100KB', '1024' → bytes (decimal units, like transformers)."""
+    units = {
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "TB": 10**12,
+        "KIB": 2**10,
+        "MIB": 2**20,
+        "GIB": 2**30,
+        "B": 1,
+    }
+    t = text.strip().upper()
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if t.endswith(unit):
+            try:
+                return int(float(t[: -len(unit)]) * factor)
+            except ValueError:
+                break
+    try:
+        return int(t)
+    except ValueError as exc:
+        raise ConfigError(f"invalid size {text!r} (e.g. 5GB, 500MB)") from exc
+
+
+def merge(
+    base: Checkpoint,
+    vectors: Sequence[tuple[TaskVector, float]],
+    out_dir: str | os.PathLike,
+    dtype: str | None = None,
+    max_shard_bytes: int = 5 * 10**9,
+    chunk_elements: int = 2**25,
+    progress: bool = True,
+) -> dict:
+    """Write base + Σ scale·τ to `out_dir` (sharded safetensors, config and tokenizer of the base).
+
+    `dtype` (bfloat16/float16/float32) overrides the base dtype of float tensors.
+    """
+    from tqdm.auto import tqdm
+
+    if dtype is not None and dtype not in OUT_DTYPES:
+        raise ConfigError(f"dtype must be one of {list(OUT_DTYPES)}, got {dtype!r}")
+    for vector, scale in vectors:
+        if not math.isfinite(scale):
+            raise ConfigError(f"{vector.path}: scale must be a finite number, got {scale}")
+        vector.check_base(base)
+    out_code = OUT_DTYPES.get(dtype) if dtype else None
+    plan = []
+    for name in base.tensors:
+        info = base.info(name)
+        plan.append((name, out_code if out_code and info.is_float else info.dtype, info.shape))
+    total = sum(info.nbytes for info in base.tensors.values())
+    with atomic_dir(out_dir) as tmp:
+        writer = CheckpointWriter(tmp, plan, max_shard_bytes)
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="merge", disable=not progress)
+        try:
+            for name, out_dtype, _ in plan:
+                bar.set_postfix_str(name[-40:], refresh=False)
+                _merge_tensor(base, name, vectors, writer, DTYPES[out_dtype], chunk_elements)
+                bar.update(base.info(name).nbytes)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            bar.close()
+        changed = out_code if out_code and out_code != _main_dtype(base) else None
+        copy_aux_files(base.path, tmp, changed)
+        info = {
+            "deltalab_version": __version__,
+            "base": base.source,
+            "vectors": [
+                {
+                    "path": str(v.path),
+                    "scale": s,
+                    "finetuned": v.meta.get("finetuned"),
+                    "top_ratio": v.top_ratio,
+                    "base_sha256": v.meta.get("base_sha256"),
+                }
+                for v, s in vectors
+            ],
+            "dtype": dtype or "base",
+        }
+        (tmp / "deltalab_merge.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _main_dtype(base: Checkpoint) -> str:
+    counts: dict[str, int] = {}
+    for info in base.tensors.values():
+        counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
+    return max(counts, key=counts.get)
+
+
+def _merge_tensor(
+    base: Checkpoint,
+    name: str,
+    vectors: Sequence[tuple[TaskVector, float]],
+    writer: CheckpointWriter,
+    out_dtype: torch.dtype,
+    chunk_elements: int,
+) -> None:
+    info = base.info(name)
+    users = [(v, s) for v, s in vectors if name in v.entries]
+    # blocks of ~1M elements: read, convert, add the vectors and cast while in cache
+    ranges = row_chunks(*matrix_shape(info.shape), min(chunk_elements, BLOCK))
+    if not info.is_float or (not users and DTYPE_NAMES[out_dtype] == info.dtype):
+        for start, stop in ranges:  # copied bit for bit
+            writer.write(name, base.read(name, start, stop))
+        return
+    hasher = Sha256()
+    taus = [(v.sparse_chunks(name, ranges), s) for v, s in users]
+    w_buf, out_buf = Buffer(), Buffer()  # reused chunk after chunk (fresh memory page-faults)
+    for start, stop in ranges:
+        raw = base.read(name, start, stop)  # fresh: it may still be hashed on the worker thread
+        if users:
+            hasher.update(raw)
+        w = w_buf.get(4 * raw.numel()).view(torch.float32).copy_(raw)
+        for chunks, scale in taus:  # fp32 throughout, one cast at the end
+            idx, values = next(chunks)
+            if idx is None:
+                w += values.mul_(scale)
+            else:  # only kept entries change (w + s·0 == w); index_add_ beats numpy's 2x
+                w.index_add_(0, torch.from_numpy(idx), values.mul_(scale))
+        size = w.numel() * torch.empty((), dtype=out_dtype).element_size()
+        writer.write(name, out_buf.get(size).view(out_dtype).copy_(w))
+    digest = hasher.hexdigest()
+    for vector, _ in users:
+        expected = vector.entries[name]["base_sha256"]
+        if expected != digest:
+            raise CheckpointError(
+                f"{vector.path}: tensor {name!r} was computed from a different base than "
+                f"{info.path} (sha256 {expected[:12]}… ≠ {digest[:12]}…); apply it to the base "
+                f"it was made from ({vector.meta.get('base')})"
+            )
+
+
+def load_vectors(specs: Sequence[str]) -> list[tuple[TaskVector, float]]:
+    """'path.safetensors:1.2' (scale defaults to 1.0) → opened vectors with their scales."""
+    out = []
+    for spec in specs:
+        path, scale = spec, 1.0
+        head, sep, tail = spec.rpartition(":")
+        if sep and not Path(spec).exists():
+            try:
+                path, scale = head, float(tail)
+            except ValueError as exc:
+                raise ConfigError(f"--vector {spec!r}: scale {tail!r} is not a number") from exc
+        if not math.isfinite(scale):
+            raise ConfigError(f"--vector {spec!r}: scale must be finite")
+        out.append((TaskVector(path), scale))
+    return out

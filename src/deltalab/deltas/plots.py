@@ -1,0 +1,105 @@
+"""Figures of a delta analysis: layer × module heatmaps and |Δ| histograms (PNG, matplotlib Agg)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from deltalab.deltas.classify import MODULES
+from deltalab.deltas.topk import log2_histogram
+
+_GROUPS = {
+    "embedding / lm_head": ("embedding", "lm_head"),
+    "attention": ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o"),
+    "MLP": ("mlp_gate", "mlp_up", "mlp_gate_up", "mlp_down", "router"),
+    "norm": ("norm",),
+    "other": ("other",),
+}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def layer_module_grid(
+    values: dict[tuple[int | None, str], float],
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """A (rows, modules) array from {(layer, module): value}; row 0 holds the non-layer tensors."""
+    modules = [m for m in MODULES if any(k[1] == m for k in values)]
+    layers = sorted({k[0] for k in values if k[0] is not None})
+    has_global = any(k[0] is None for k in values)
+    row_keys: list[int | None] = ([None] if has_global else []) + list(layers)
+    grid = np.full((len(row_keys), len(modules)), np.nan)
+    for (layer, module), v in values.items():
+        grid[row_keys.index(layer), modules.index(module)] = v
+    row_names = ["emb/head/final" if k is None else str(k) for k in row_keys]
+    return grid, row_names, modules
+
+
+def heatmaps(
+    panels: list[tuple[str, dict[tuple[int | None, str], float], bool]], title: str, path: Path
+) -> None:
+    """One PNG with a heatmap per panel (metric name, values, log colour scale)."""
+    plt = _plt()
+    grids = [layer_module_grid(values) for _, values, _ in panels]
+    n_rows = max(len(g[1]) for g in grids)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 1.8 + 0.22 * n_rows))
+    axes = np.atleast_1d(axes)
+    for ax, (metric, _, log), (grid, rows, cols) in zip(axes, panels, grids, strict=True):
+        shown = grid.copy()
+        if log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                shown = np.where(shown > 0, np.log10(shown), np.nan)
+        im = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_ylabel("layer")
+        ax.set_title(f"log10 {metric}" if log else metric, fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+        if grid.size <= 160:
+            for (r, c), v in np.ndenumerate(grid):
+                if not math.isnan(v):
+                    ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6, color="w")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def histograms(hists: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    """|Δ| distribution per delta (one panel each), one line per module group, log2 bins."""
+    plt = _plt()
+    labels = list(hists)
+    fig, axes = plt.subplots(len(labels), 1, figsize=(7, 2.6 * len(labels)), squeeze=False)
+    for ax, label in zip(axes[:, 0], labels, strict=True):
+        total = sum(int(h.sum()) for h in hists[label].values())
+        for group, modules in _GROUPS.items():
+            hs = [hists[label][m] for m in modules if m in hists[label]]
+            if not hs:
+                continue
+            h = np.sum(hs, axis=0)
+            edges, counts = log2_histogram(h, per_octave=4)
+            if not counts:
+                continue
+            zeros = int(h[: 1 << 8].sum())  # exponent 0: exact zeros (and denormals)
+            ax.step(
+                edges,
+                np.asarray(counts) / max(total, 1),
+                where="post",
+                label=f"{group} (zero: {zeros / max(int(h.sum()), 1):.1%})",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("|Δ|")
+        ax.set_ylabel("share of entries")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
