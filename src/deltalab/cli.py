@@ -9,7 +9,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from deltalab.deltas import cli as deltas_cli
 from deltalab.errors import DeltalabError
+from deltalab.evaluation import cli as evaluation_cli
 
 
 def _cmd_params_check(args: argparse.Namespace) -> int:
@@ -30,22 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", default="params.yaml")
     check.set_defaults(func=_cmd_params_check)
 
-    for module in _domain_clis():
-        module.register(sub)
+    evaluation_cli.register(sub)
+    deltas_cli.register(sub)
     return parser
-
-
-def _domain_clis() -> list:
-    import importlib
-
-    modules = []
-    for name in ("deltalab.evaluation.cli", "deltalab.deltas.cli"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:  # a domain not built yet
-            if exc.name != name:
-                raise
-    return modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
+from deltalab.evaluation.params import CompareParams, EvaluateParams
 
 Condition = Literal["baseline", "mul_tokens"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -139,25 +141,6 @@ class RuntimeParams(Section):
     trust_remote_code: bool = False
 
 
-def _domain_sections() -> dict[str, tuple[type, object]]:
-    """Sections owned by domain packages (each keeps its params next to its code)."""
-    sections: dict[str, tuple[type, object]] = {}
-    try:
-        from deltalab.evaluation.params import CompareParams, EvaluateParams
-
-        sections["evaluate"] = (EvaluateParams, EvaluateParams())
-        sections["compare"] = (CompareParams, CompareParams())
-    except ImportError:
-        pass
-    try:
-        from deltalab.deltas.params import AnalyzeDeltasParams
-
-        sections["analyze_deltas"] = (AnalyzeDeltasParams, AnalyzeDeltasParams())
-    except ImportError:
-        pass
-    return sections
-
-
 class _CoreParams(Section):
     conditions: list[Condition] = Field(
         default_factory=lambda: ["baseline", "mul_tokens"], min_length=1
@@ -190,14 +173,12 @@ class _CoreParams(Section):
         return self
 
 
-def _build_params_model() -> type[_CoreParams]:
-    from pydantic import create_model
+class Params(_CoreParams):
+    """The whole params.yaml. Domain packages keep their own sections next to their code."""
 
-    fields = {name: (cls, default) for name, (cls, default) in _domain_sections().items()}
-    return create_model("Params", __base__=_CoreParams, **fields)  # type: ignore[call-overload]
-
-
-Params = _build_params_model()
+    evaluate: EvaluateParams = EvaluateParams()
+    compare: CompareParams = CompareParams()
+    analyze_deltas: AnalyzeDeltasParams = AnalyzeDeltasParams()
 
 
 # PyYAML follows YAML 1.1, where `2e-4` is a string; DVC reads it as a float (YAML 1.2).
@@ -232,7 +213,7 @@ def _format_errors(path: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: object, source: str = "<params>") -> _CoreParams:
+def parse_params(raw: object, source: str = "<params>") -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -245,7 +226,7 @@ def parse_params(raw: object, source: str = "<params>") -> _CoreParams:
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_params(path: str | os.PathLike = "params.yaml") -> _CoreParams:
+def load_params(path: str | os.PathLike = "params.yaml") -> Params:
     """Load and validate a params file (default: params.yaml in the working directory)."""
     p = Path(path)
     if not p.is_file():

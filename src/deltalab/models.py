@@ -40,14 +40,6 @@ def build_gpt2(
     return GPT2LMHeadModel(config)
 
 
-def resolve_device(runtime: RuntimeParams) -> torch.device:
-    if runtime.device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("runtime.device=cuda but no CUDA device is available")
-    if runtime.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(runtime.device)
-
-
 def configure_torch(runtime: RuntimeParams) -> None:
     if runtime.torch_threads:
         torch.set_num_threads(runtime.torch_threads)
