@@ -9,8 +9,10 @@ memory is bounded by the chunk size, not by the model).
     nice -n 10 python bench/analyze_8b.py --sizes 1B,8B            # the same analysis at 1B too
     nice -n 10 python bench/analyze_8b.py --sizes 1B --extrapolate # disk too small for 8B
 
-With --extrapolate (for machines without the disk for 8B), the 8B peak is extrapolated from the
-measured sizes by a linear fit of peak RSS against the largest tensor and the model size.
+With --extrapolate (for machines without the disk for 8B), the 8B peak is estimated from the
+measured sizes: tensors above the chunk size are streamed in chunks, so once the largest tensor
+exceeds the chunk the peak no longer grows; the estimate scales the worst measured peak by the
+ratio of chunk-bounded largest tensors (1 when the measured model already had one above it).
 """
 
 from __future__ import annotations
@@ -92,10 +94,8 @@ def main() -> None:
     if args.extrapolate and measured:
         plan8, _ = llama_plan("8B")
         largest8 = max(math.prod(s) for _, s in plan8)
-        # peak ≈ a + b · min(largest tensor, chunk): tensors above the chunk size are streamed in
-        # chunks, so beyond it only the fixed part grows; take the worst measured peak per element
         chunk = 2**25
-        worst = max(p - 0.0 for _, _, p in measured)
+        worst = max(p for _, _, p in measured)
         est = worst * max(1.0, min(largest8, chunk) / min(max(m[1] for m in measured), chunk))
         print(
             f"analyze size=8B extrapolated peak RSS {est:.2f} GB from {len(measured)} measured "

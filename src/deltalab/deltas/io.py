@@ -445,9 +445,13 @@ class Sha256:
         while len(self._pending) > self._queue:
             self._pending.popleft().result()
 
-    def hexdigest(self) -> str:
+    def wait(self) -> None:
+        """Block until every queued buffer is hashed (before its memory is reused)."""
         while self._pending:
             self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        self.wait()
         return self._hash.hexdigest()
 
 

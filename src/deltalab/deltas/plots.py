@@ -66,7 +66,9 @@ def heatmaps(
         if grid.size <= 160:
             for (r, c), v in np.ndenumerate(grid):
                 if not math.isnan(v):
-                    ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6, color="w")
+                    light = im.norm(shown[r, c]) > 0.6  # dark text on the bright end of viridis
+                    color = "k" if light else "w"
+                    ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -122,6 +122,9 @@ class _DeltaStream:
             if single:
                 self._cache = d
             yield d
+        for h in hashes:  # later passes reuse the buffers the worker thread may still read
+            if h is not None:
+                h.wait()
 
 
 @dataclass
