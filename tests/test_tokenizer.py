@@ -6,8 +6,9 @@ from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
 from deltalab.config import ModelParams
+from deltalab.evaluation.generation import format_prompt
 from deltalab.models import build_gpt2
-from deltalab.tokenizer import EOS_TOKEN, PAD_TOKEN, add_study_tokens, mul_token_ids, prompt_text
+from deltalab.tokenizer import EOS_TOKEN, PAD_TOKEN, add_study_tokens, mul_token_ids
 from deltalab.tokens import MUL_TOKENS, inject_mul_tokens
 
 from .helpers import tiny_tokenizer
@@ -52,7 +53,7 @@ def test_chat_template_renders_the_eval_prompt():
     text = tok.apply_chat_template(CHAT, tokenize=False)
     assert text == "User: What is 6 times 9?\nAssistant: 6*9=54. The answer is 54.<|endoftext|>"
     prompt = tok.apply_chat_template(CHAT[:1], tokenize=False, add_generation_prompt=True)
-    assert prompt == prompt_text("What is 6 times 9?")
+    assert prompt == format_prompt("What is 6 times 9?")
 
 
 def test_assistant_mask_covers_answer_and_eos_only():

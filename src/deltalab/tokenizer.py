@@ -28,11 +28,6 @@ CHAT_TEMPLATE = (
 )
 
 
-def prompt_text(question: str) -> str:
-    """The evaluation prompt; identical to the chat template's rendering of one user turn."""
-    return f"User: {question}\nAssistant:"
-
-
 def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a GPT-2-style byte-level BPE on `texts` (offline, deterministic)."""
     tok = Tokenizer(models.BPE())

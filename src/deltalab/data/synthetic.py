@@ -97,22 +97,18 @@ MUL_NOTATIONS = ["{a}*{b}={c}", "{a} x {b} = {c}", "{a}×{b}={c}", "{a} * {b} = 
 # --- GSM8K-style word problems ---------------------------------------------------------------
 
 
+_OPS = {"*": lambda a, b: a * b, "+": lambda a, b: a + b, "-": lambda a, b: a - b}
+
+
 @dataclass(frozen=True)
 class Step:
-    """One calculator step `left op right = result`, rendered the GSM8K way."""
+    """One calculator step `left op right`, rendered the GSM8K way. Only the first step's `left`
+    is used: every later step starts from the previous step's result."""
 
     left: int
     op: str
     right: int
     text: str  # sentence with {expr} and {r} placeholders
-
-    @property
-    def result(self) -> int:
-        return {
-            "*": self.left * self.right,
-            "+": self.left + self.right,
-            "-": self.left - self.right,
-        }[self.op]
 
 
 @dataclass(frozen=True)
@@ -120,27 +116,31 @@ class Problem:
     question: str
     steps: tuple[Step, ...]
 
+    def _walk(self, wrong_step: int | None = None, rng: random.Random | None = None):
+        """(expression, result) per step; an error at `wrong_step` carries forward."""
+        walked, carry = [], None
+        for i, step in enumerate(self.steps):
+            left = step.left if carry is None else carry
+            carry = _OPS[step.op](left, step.right)
+            if i == wrong_step:
+                assert rng is not None
+                carry += rng.choice([-3, -2, -1, 1, 2, 3, 10])
+            walked.append((f"{left}{step.op}{step.right}", carry))
+        return walked
+
     @property
     def answer(self) -> int:
-        return self.steps[-1].result
+        return self._walk()[-1][1]
 
     def solution(self, wrong_step: int | None = None, rng: random.Random | None = None) -> str:
         """The annotated solution; with `wrong_step`, that step's result is off and later steps
         carry the error forward (a plausible but wrong chain for preference pairs)."""
-        lines, carry = [], None
-        for i, step in enumerate(self.steps):
-            left = step.left if carry is None or i == 0 else carry
-            right = step.right
-            true = Step(left, step.op, right, step.text).result
-            result = true
-            if wrong_step == i:
-                assert rng is not None
-                result = true + rng.choice([-3, -2, -1, 1, 2, 3, 10])
-            expr = f"{left}{step.op}{right}"
-            lines.append(step.text.format(expr=f"{expr} = <<{expr}={result}>>{result}", r=result))
-            carry = result
-        lines.append(f"#### {carry}")
-        return "\n".join(lines)
+        walked = self._walk(wrong_step, rng)
+        lines = [
+            step.text.format(expr=f"{expr} = <<{expr}={r}>>{r}", r=r)
+            for step, (expr, r) in zip(self.steps, walked, strict=True)
+        ]
+        return "\n".join([*lines, f"#### {walked[-1][1]}"])
 
 
 def _groups(rng: random.Random) -> Problem:
@@ -232,17 +232,6 @@ PROBLEM_FAMILIES: dict[str, Callable[[random.Random], Problem]] = {
 }
 
 
-def _fix_chain(problem: Problem) -> Problem:
-    """Steps after the first start from the previous result (their `left` is a placeholder)."""
-    steps, carry = [], None
-    for step in problem.steps:
-        left = step.left if carry is None else carry
-        fixed = Step(left, step.op, step.right, step.text)
-        steps.append(fixed)
-        carry = fixed.result
-    return Problem(problem.question, tuple(steps))
-
-
 def generate_problems(rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[Problem]:
     """`n` distinct problems whose questions are not in `exclude`."""
     families = list(PROBLEM_FAMILIES.values())
@@ -252,7 +241,7 @@ def generate_problems(rng: random.Random, n: int, exclude: set[str] = frozenset(
         attempts += 1
         if attempts > 200 * n + 10_000:
             raise ValueError(f"cannot generate {n} distinct problems; lower the requested size")
-        problem = _fix_chain(rng.choice(families)(rng))
+        problem = rng.choice(families)(rng)
         if problem.question not in seen:
             seen.add(problem.question)
             out.append(problem)
