@@ -87,9 +87,9 @@ def synthetic_question(rng: random.Random) -> str:
 
 
 def load_model(path: str):
-    from deltalab.evaluation.scoring import load_checkpoint
+    from deltalab.models import load_causal_lm
 
-    return load_checkpoint(path, device="cpu")
+    return load_causal_lm(path, device="cpu")
 
 
 def main(argv: list[str] | None = None) -> int:

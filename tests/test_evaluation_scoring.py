@@ -14,7 +14,6 @@ from deltalab.evaluation.generation import Generation
 from deltalab.evaluation.params import EvaluateParams
 from deltalab.evaluation.scoring import (
     evaluate_checkpoint,
-    load_checkpoint,
     load_gsm8k,
     metrics_from_predictions,
     prepare_gsm8k_rows,
@@ -22,6 +21,7 @@ from deltalab.evaluation.scoring import (
     read_jsonl,
     score,
 )
+from deltalab.models import load_causal_lm
 
 from .evaluation_fixtures import save_checkpoint
 
@@ -232,7 +232,7 @@ def test_partial_checkpoint_is_rejected(tmp_path: Path, checkpoint) -> None:
     del weights["transformer.h.0.attn.c_attn.weight"]
     safetensors.torch.save_file(weights, partial / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match=r"1 weights missing.*h\.0\.attn\.c_attn\.weight"):
-        load_checkpoint(partial)
+        load_causal_lm(partial)
 
 
 def test_cli_exit_codes_and_outputs(tmp_path: Path, checkpoint, capsys) -> None:

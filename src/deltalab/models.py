@@ -45,28 +45,101 @@ def configure_torch(runtime: RuntimeParams) -> None:
         torch.set_num_threads(runtime.torch_threads)
 
 
-def load_causal_lm(
-    path: str | os.PathLike, *, trust_remote_code: bool = False, revision: str | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM + tokenizer from a local HF directory (or hub id), with clear errors."""
-    p = Path(path)
-    local = p.exists()
-    if local and not (p / "config.json").is_file():
-        raise CheckpointError(f"{p}: not a Hugging Face checkpoint (no config.json)")
-    if not local and str(path).startswith((".", "/", "models")):
-        raise CheckpointError(f"{p}: checkpoint directory not found")
+def resolve_device(device: str) -> str:
+    """ "auto" -> cuda when available, else cpu; an explicit "cuda" without CUDA is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' was requested but no CUDA device is available")
+    return device
+
+
+def _first_line(exc: BaseException) -> str:
+    # transformers' messages can list every supported class; the first line says what went wrong
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return lines[0][:300]
+
+
+def _is_local(path: str | os.PathLike) -> bool:
+    text = str(path)
+    return Path(text).exists() or text.startswith((".", "/", "~", "models/"))
+
+
+def _checkpoint_source(path: str | os.PathLike, revision: str | None, trust_remote_code: bool):
+    """(name, from_pretrained kwargs); a local path is checked and never reaches the network."""
+    local = _is_local(path)
+    if local:
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: checkpoint directory not found")
+        if not (path / "config.json").is_file():
+            raise CheckpointError(f"{path}: not a Hugging Face checkpoint (no config.json)")
+    kwargs = dict(revision=revision, local_files_only=local, trust_remote_code=trust_remote_code)
+    return str(path), kwargs
+
+
+def load_model(
+    path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> PreTrainedModel:
+    """A causal LM in eval mode from a local checkpoint directory or a hub id.
+
+    A hub id is fetched at `revision` (profiles pin it). Safetensors only; checkpoint code runs
+    only with `trust_remote_code` (a profile's opt-in). Every failure is a CheckpointError naming
+    `path`, including weights that are missing or mis-shaped, which transformers would otherwise
+    initialize randomly with a mere warning.
+    """
+    name, source = _checkpoint_source(path, revision, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(path), revision=revision, trust_remote_code=trust_remote_code
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            revision=revision,
-            trust_remote_code=trust_remote_code,
+        model, info = AutoModelForCausalLM.from_pretrained(
+            name,
+            **source,
             use_safetensors=True,
+            dtype=getattr(torch, dtype),
+            output_loading_info=True,
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: cannot load a causal LM: {exc}") from exc
+    except Exception as exc:  # transformers raises OSError/ValueError/KeyError variously
+        raise CheckpointError(
+            f"{name}: not a loadable causal language model ({_first_line(exc)})"
+        ) from exc
+    broken = sorted(info.get("missing_keys", ())) + sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())
+    )
+    if broken:
+        raise CheckpointError(
+            f"{name}: {len(broken)} weights missing or mis-shaped in the checkpoint "
+            f"(e.g. {', '.join(broken[:3])})"
+        )
+    return model.to(resolve_device(device)).eval()
+
+
+def load_causal_lm(
+    path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a checkpoint (see `load_model`); the tokenizer must fit the model."""
+    model = load_model(
+        path, revision=revision, trust_remote_code=trust_remote_code, device=device, dtype=dtype
+    )
+    name, source = _checkpoint_source(path, revision, trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **source)
+    except Exception as exc:
+        raise CheckpointError(f"{name}: cannot load the tokenizer ({_first_line(exc)})") from exc
+    n_embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embeddings:
+        raise CheckpointError(
+            f"{name}: the tokenizer has {len(tokenizer)} tokens but the model only "
+            f"{n_embeddings} embeddings"
+        )
     return model, tokenizer
 
 
@@ -78,7 +151,7 @@ def import_pretrained(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """An existing causal LM (hub id or local path) resized to the study vocabulary."""
-    model, _ = load_causal_lm(source, revision=revision, trust_remote_code=trust_remote_code)
+    model = load_model(source, revision=revision, trust_remote_code=trust_remote_code)
     if model.get_input_embeddings().num_embeddings > len(tokenizer):
         raise CheckpointError(
             f"{source}: embedding has {model.get_input_embeddings().num_embeddings} rows, more "

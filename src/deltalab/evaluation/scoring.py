@@ -17,12 +17,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from deltalab.atomic import atomic_file, write_json
 from deltalab.data.jsonl import read_jsonl as _read_jsonl
-from deltalab.errors import CheckpointError, DataError
+from deltalab.errors import DataError
 from deltalab.evaluation.answers import (
     answers_match,
     extract_answer,
@@ -116,84 +115,6 @@ def load_gsm8k(path: str | os.PathLike, limit: int | None = None) -> list[dict[s
 def load_probes(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
     """Read and validate a probes JSONL file."""
     return prepare_probe_rows(read_jsonl(path), source=str(path), limit=limit)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _short(exc: BaseException) -> str:
-    """First line of an exception message (transformers lists every supported class)."""
-    lines = str(exc).strip().splitlines() or [type(exc).__name__]
-    return lines[0][:300]
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("device 'cuda' was requested but no CUDA device is available")
-    return device
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    *,
-    device: str = "cpu",
-    dtype: str = "float32",
-    trust_remote_code: bool = False,
-):
-    """Load (model, tokenizer) from a local HF checkpoint directory; CheckpointError names it.
-
-    `device`: "auto", "cpu" or "cuda"; `dtype`: a torch dtype name. Never reaches the network
-    (`local_files_only`); runs checkpoint code only with `trust_remote_code` (a profile's opt-in).
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: checkpoint directory not found")
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{path}: not a transformers checkpoint (no config.json)")
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            path,
-            local_files_only=True,
-            trust_remote_code=trust_remote_code,
-            dtype=getattr(torch, dtype),
-            output_loading_info=True,
-        )
-    except Exception as exc:  # transformers raises OSError/ValueError/KeyError variously
-        raise CheckpointError(
-            f"{path}: not a loadable causal language model ({_short(exc)})"
-        ) from exc
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            path, local_files_only=True, trust_remote_code=trust_remote_code
-        )
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot load the tokenizer ({_short(exc)})") from exc
-    # transformers only warns about missing or mis-shaped weights and initializes them randomly:
-    # evaluating such a model would silently score a partly random network.
-    broken = sorted(info.get("missing_keys", ())) + sorted(
-        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())
-    )
-    if broken:
-        raise CheckpointError(
-            f"{path}: {len(broken)} weights missing or mis-shaped in the checkpoint "
-            f"(e.g. {', '.join(broken[:3])})"
-        )
-    n_embeddings = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > n_embeddings:
-        raise CheckpointError(
-            f"{path}: the tokenizer has {len(tokenizer)} tokens but the model only "
-            f"{n_embeddings} embeddings"
-        )
-    model.to(resolve_device(device))
-    model.eval()
-    return model, tokenizer
 
 
 # --------------------------------------------------------------------------- scoring
@@ -352,7 +273,9 @@ def evaluate_checkpoint(
         if probes_path is None:
             raise DataError("params.evaluate.probes is true but no probes file was given")
         probe_rows = load_probes(probes_path, limit=params.probes_limit)
-    model, tokenizer = load_checkpoint(
+    from deltalab.models import load_causal_lm  # torch + transformers: only once inputs are valid
+
+    model, tokenizer = load_causal_lm(
         checkpoint, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from dvclive import Live
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, set_seed
+from transformers import PreTrainedModel, set_seed
 
 from deltalab import paths
 from deltalab.atomic import atomic_dir
-from deltalab.models import configure_torch, save_checkpoint
+from deltalab.models import configure_torch, load_causal_lm, save_checkpoint
 from deltalab.train.logging import dvclive_callback, open_live
 from deltalab.train.sft import inject_assistant_turns, sft
 
@@ -29,8 +29,7 @@ def run_sft_stage(
     set_seed(seed)
     src = paths.checkpoint(cond, seed, parent)
     out = paths.checkpoint(cond, seed, stage)
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    model = AutoModelForCausalLM.from_pretrained(src, use_safetensors=True)
+    model, tokenizer = load_causal_lm(src, trust_remote_code=params.runtime.trust_remote_code)
     if cond == "mul_tokens":
         train_rows, val_rows = inject_assistant_turns(train_rows), inject_assistant_turns(val_rows)
     live = open_live(paths.train_metrics(stage, cond, seed))
