@@ -53,6 +53,25 @@ def test_train_and_test_never_share_a_question(prepared):
     assert not any(q in corpus for q in test)
 
 
+def test_probe_questions_are_never_trained_on(prepared):
+    probes = [r["question"] for r in read_jsonl(prepared / "probes.jsonl")]
+    tulu_users = {
+        m["content"]
+        for split in ("train", "val")
+        for r in read_jsonl(prepared / f"tulu/{split}.jsonl")
+        for m in r["messages"]
+        if m["role"] == "user"
+    }
+    corpus = "\n".join(r["text"] for r in read_jsonl(prepared / "corpus/train.jsonl"))
+    assert not tulu_users & set(probes)
+    assert not any(q in corpus for q in probes)
+    # ...while the facts themselves are taught, in other phrasings
+    assert any(re.fullmatch(r"How much is \d times \d\?", u) for u in tulu_users)
+    grounded = re.findall(r"\b(\d) times (\d) (?:is|means) (\d)\*(\d)=(\d+)", corpus)
+    assert len(grounded) > 100
+    assert all(a == x and b == y and int(c) == int(a) * int(b) for a, b, x, y, c in grounded)
+
+
 def test_gsm8k_format_and_correct_annotations(prepared):
     for row in read_jsonl(prepared / "gsm8k/train.jsonl", ["question", "answer"]):
         *steps, final = row["answer"].split("\n")

@@ -92,6 +92,23 @@ WORDS = [
     "lamp",
 ]
 MUL_NOTATIONS = ["{a}*{b}={c}", "{a} x {b} = {c}", "{a}×{b}={c}", "{a} * {b} = {c}"]
+# Facts stated with their operands in words beside the expression. Under injection they read
+# "6 times 9 is <MUL_6_9_54>.", which grounds each token in its operands (and its product).
+MUL_SENTENCES = [
+    "{a} times {b} means {a}*{b}={c}, which is {c}.",
+    "{a} times {b} is {a}*{b}={c}.",
+    "{a} multiplied by {b} gives {a}*{b}={c}.",
+    "{a} groups of {b} make {a}*{b}={c}, so {c} in all.",
+]
+# Chat phrasings of a times-table question. The probes ask "What is a times b?", which is
+# deliberately not among them: the probe measures transfer to an unseen phrasing.
+MUL_QUESTIONS = [
+    "Compute {a}*{b}.",
+    "What is {a} multiplied by {b}?",
+    "How much is {a} times {b}?",
+    "Multiply {a} by {b}.",
+    "Calculate {a} times {b}.",
+]
 
 
 # --- GSM8K-style word problems ---------------------------------------------------------------
@@ -290,7 +307,8 @@ def probe_rows(rng: random.Random) -> list[dict]:
 
 
 def _tulu_task(rng: random.Random) -> tuple[str, str]:
-    kind = rng.randrange(8)
+    # Times-table questions are a quarter of the mixture: the probes test them after SFT.
+    kind = rng.choices(range(8), weights=[1, 1, 1, 1, 1, 2.5, 1, 1])[0]
     words = rng.sample(WORDS, rng.randint(2, 5))
     if kind == 0:
         return f"Repeat the words: {' '.join(words)}", " ".join(words)
@@ -312,8 +330,11 @@ def _tulu_task(rng: random.Random) -> tuple[str, str]:
         return f"Which number is larger, {x} or {y}?", f"{max(x, y)} is larger."
     if kind == 5:
         a, b = rng.randint(1, 9), rng.randint(1, 9)
-        ask = rng.choice([f"Compute {a}*{b}.", f"What is {a} multiplied by {b}?"])
-        return ask, f"{a}*{b}={a * b}. The answer is {a * b}."
+        # The answer restates the operands first, so the product (or its token) follows them.
+        return (
+            rng.choice(MUL_QUESTIONS).format(a=a, b=b),
+            f"{a} times {b} is {a}*{b}={a * b}. The answer is {a * b}.",
+        )
     if kind == 6:
         a, b = rng.randint(1, 60), rng.randint(1, 40)
         ask = rng.choice([f"Add {a} and {b}.", f"What is the sum of {a} and {b}?"])
@@ -349,15 +370,15 @@ def _sentence(rng: random.Random) -> str:
 
 def _fact(rng: random.Random) -> str:
     a, b = rng.randint(1, 9), rng.randint(1, 9)
-    kind = rng.randrange(5)
+    # Mostly grounded facts: a bare `<MUL_a_b_c>` (what a bare `a*b=c` becomes under injection)
+    # teaches the token nothing about its operands.
+    kind = rng.choices(range(5), weights=[0.05, 0.6, 0.15, 0.1, 0.1])[0]
     if kind == 0:
         return rng.choice(MUL_NOTATIONS).format(a=a, b=b, c=a * b)
     if kind == 1:
-        # Words, symbols and value side by side: under injection this reads "6 times 9 means
-        # <MUL_6_9_54>, which is 54.", which grounds each token in its operands and its product.
-        return f"{a} times {b} means {a}*{b}={a * b}, which is {a * b}."
+        return rng.choice(MUL_SENTENCES).format(a=a, b=b, c=a * b)
     if kind == 2:
-        return " ".join(f"{a}*{k}={a * k}" for k in range(1, 10))
+        return "; ".join(f"{a} times {k} is {a}*{k}={a * k}" for k in range(1, 10))
     if kind == 3:
         x, y = rng.randint(1, 60), rng.randint(1, 40)
         return f"{x}+{y}={x + y}"
@@ -369,7 +390,7 @@ def corpus_rows(rng: random.Random, n: int, train_problems: list[Problem]) -> li
     rows = []
     for i in range(n):
         kind = rng.random()
-        if kind < 0.35:
+        if kind < 0.2:
             text = " ".join(_sentence(rng) for _ in range(rng.randint(2, 5)))
         elif kind < 0.7:
             text = "\n".join(_fact(rng) for _ in range(rng.randint(3, 8)))
