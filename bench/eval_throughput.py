@@ -7,9 +7,9 @@ to and including EOS), so padding and rows that keep running after their EOS are
     nice -n 10 python bench/eval_throughput.py                    # random 6x256 GPT-2, 64 questions
     nice -n 10 python bench/eval_throughput.py --model models/baseline/seed0/sft_gsm8k
 
-A random model never emits EOS, so every response runs to max_new_tokens: the best case for
-batching. A trained model that stops at different lengths wastes some batched compute on rows
-that already stopped; pass --model to measure that.
+A random model never emits EOS, so every response runs to max_new_tokens. A trained model stops
+at different lengths; rows that stopped leave the batch (and its KV cache), and what remains is the
+cost of padding and of batches that shrink to a few long answers. Pass --model to measure that.
 """
 
 from __future__ import annotations

@@ -126,3 +126,18 @@ def test_checkpoint_generation_config_does_not_leak(prompts, reference) -> None:
     out = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4)
     assert out == reference
     assert model.generation_config is saved  # restored afterwards
+
+
+def test_several_eos_ids_drop_rows_at_different_steps(tiny, prompts, reference) -> None:
+    """Rows leave the batch (and its KV cache) at their own EOS; the rest decode on unchanged."""
+    model, tokenizer = tiny
+    stops = sorted({ref.token_ids[3] for ref in reference[:2]} | {reference[4].token_ids[6]})
+    batched = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
+    )
+    single = generate_one_at_a_time(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, eos_token_id=stops
+    )
+    assert batched == single
+    assert all(g.stopped for g in batched)
+    assert len({g.num_tokens for g in batched}) >= 3  # rows left the batch at different steps

@@ -1,8 +1,10 @@
 """Batched greedy generation: left padding, KV cache, per-sequence stop at EOS.
 
 Prompts are sorted by token length (longest first, so a batch that does not fit in memory fails
-at once) and batched; results come back in the caller's order. `generate_one_at_a_time` is the
-unbatched reference used by the tests and the throughput bench: both must produce the same tokens.
+at once) and batched; results come back in the caller's order. A row that emits EOS leaves the
+batch at once, cache included, so one long answer does not keep a whole batch of finished rows
+decoding (`model.generate` would). `generate_one_at_a_time` is the unbatched `model.generate`
+reference used by the tests and the throughput bench: both must produce the same tokens.
 """
 
 from __future__ import annotations
@@ -125,6 +127,47 @@ def _check_args(max_new_tokens: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
+def _decode_batch(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_ids
+) -> list[list[int]]:
+    """Greedy new tokens of each left-padded row, up to and including its EOS."""
+    new_tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+    rows = torch.arange(input_ids.shape[0])  # the batch row of each still-running sequence
+    eos = torch.tensor(eos_ids, device=input_ids.device)
+    # positions count real tokens only, as `generate` does for left-padded GPT-2-style models
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache, next_position = out.past_key_values, positions[:, -1:] + 1
+    for step in range(max_new_tokens):
+        tokens = out.logits[:, -1, :].float().argmax(dim=-1)
+        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+            new_tokens[row].append(token)
+        running = ~torch.isin(tokens, eos)
+        if step == max_new_tokens - 1 or not running.any():
+            break
+        if not running.all():  # drop finished rows from the batch and from the KV cache
+            keep = running.nonzero().squeeze(1)
+            rows, tokens = rows[keep.cpu()], tokens[keep]
+            attention_mask, next_position = attention_mask[keep], next_position[keep]
+            cache.batch_select_indices(keep)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(tokens), 1))], 1)
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        next_position = next_position + 1
+    return new_tokens
+
+
 def generate_greedy(
     model,
     tokenizer,
@@ -142,13 +185,12 @@ def generate_greedy(
         return []
     eos_ids = _eos_ids(tokenizer, eos_token_id)
     pad_id = _pad_id(tokenizer, eos_ids)
-    config = _generation_config(max_new_tokens, pad_id, eos_ids)
     encoded = _encode(tokenizer, prompts, model, max_new_tokens)
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     device = model.device
     results: list[Generation | None] = [None] * len(encoded)
     bar = tqdm(total=len(encoded), desc=desc, unit="q", disable=not progress)
-    with torch.inference_mode(), _plain_generation_defaults(model):
+    with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in batch)
@@ -158,12 +200,9 @@ def generate_greedy(
                 ids = encoded[i]
                 input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention_mask[row, width - len(ids) :] = 1
-            output = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=config,
+            new_tokens = _decode_batch(
+                model, input_ids.to(device), attention_mask.to(device), max_new_tokens, eos_ids
             )
-            new_tokens = output[:, width:].tolist()
             for row, i in enumerate(batch):
                 results[i] = _finish(tokenizer, new_tokens[row], eos_ids)
             bar.update(len(batch))
