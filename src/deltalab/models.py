@@ -46,7 +46,7 @@ def configure_torch(runtime: RuntimeParams) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """ "auto" -> cuda when available, else cpu; an explicit "cuda" without CUDA is an error."""
+    """The device to load onto: `auto` picks cuda when available; `cuda` without one is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

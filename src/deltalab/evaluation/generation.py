@@ -128,7 +128,11 @@ def _check_args(max_new_tokens: int, batch_size: int) -> None:
 
 
 def _decode_batch(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int, eos_ids
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_ids: list[int],
 ) -> list[list[int]]:
     """Greedy new tokens of each left-padded row, up to and including its EOS."""
     new_tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
