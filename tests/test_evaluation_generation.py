@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from deltalab.errors import DataError
 from deltalab.evaluation.generation import (
@@ -141,3 +142,35 @@ def test_several_eos_ids_drop_rows_at_different_steps(tiny, prompts, reference) 
     assert batched == single
     assert all(g.stopped for g in batched)
     assert len({g.num_tokens for g in batched}) >= 3  # rows left the batch at different steps
+
+
+def test_one_new_token_and_eos_at_the_first_step(tiny, prompts, reference) -> None:
+    model, tokenizer = tiny
+    one = generate_greedy(model, tokenizer, prompts, max_new_tokens=1, batch_size=4)
+    assert [g.token_ids for g in one] == [r.token_ids[:1] for r in reference]
+    first = reference[0].token_ids[0]
+    batched = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=first
+    )
+    assert batched[0].stopped and batched[0].token_ids == (first,)
+    assert batched == generate_one_at_a_time(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, eos_token_id=first
+    )
+
+
+def test_rows_ride_along_when_the_cache_cannot_drop_them(tiny, prompts, reference, monkeypatch):
+    """Static / linear-attention caches keep finished rows in the batch; results are the same."""
+    from deltalab.evaluation import generation
+
+    model, tokenizer = tiny
+    cache = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values
+    assert generation._rows_can_leave(cache)  # GPT-2's DynamicCache: the dropping path ran above
+    stops = sorted({ref.token_ids[3] for ref in reference[:2]} | {reference[4].token_ids[6]})
+    dropped = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
+    )
+    monkeypatch.setattr(generation, "_rows_can_leave", lambda cache: False)
+    kept = generate_greedy(
+        model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
+    )
+    assert kept == dropped and len({g.num_tokens for g in kept}) >= 3

@@ -78,3 +78,44 @@ def test_import_pretrained_resizes_to_the_study_vocabulary(tmp_path):
         big.resize_token_embeddings(len(tok) + 64)
         save_checkpoint(big, tok, tmp_path / "big")
         import_pretrained(str(tmp_path / "big"), tok)
+
+
+def _saved(tmp_path, name="ckpt", vocab_delta=0):
+    tok = tiny_tokenizer()
+    model = build_gpt2(ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64), tok, seed=0)
+    if vocab_delta:
+        model.resize_token_embeddings(len(tok) + vocab_delta)
+    save_checkpoint(model, tok, tmp_path / name)
+    return tmp_path / name
+
+
+def test_local_only_unless_hub_is_allowed(tmp_path, monkeypatch):
+    # a relative path that happens to look like `org/name` is a missing directory, not a download
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="runs/typo: checkpoint directory not found"):
+        load_causal_lm("runs/typo")
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory nor a hub id"):
+        load_causal_lm("/no/such/dir", hub=True)
+
+
+def test_home_relative_paths_expand(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _saved(tmp_path)
+    model, tok = load_causal_lm("~/ckpt")
+    assert not model.training and len(tok) == model.get_input_embeddings().num_embeddings
+
+
+def test_tokenizer_must_fit_the_embedding(tmp_path):
+    with pytest.raises(CheckpointError, match=r"small: the tokenizer has \d+ tokens but the model"):
+        load_causal_lm(_saved(tmp_path, "small", vocab_delta=-45))
+
+
+def test_bad_device_or_dtype_fails_before_loading(tmp_path):
+    ckpt = _saved(tmp_path)
+    with pytest.raises(CheckpointError, match="dtype 'float33' is not a torch dtype"):
+        load_causal_lm(ckpt, dtype="float33")
+    with pytest.raises(CheckpointError, match="device 'gpu' is not a torch device"):
+        load_causal_lm(ckpt, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointError, match="no CUDA device is available"):
+            load_causal_lm(ckpt, device="cuda")

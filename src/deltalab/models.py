@@ -1,4 +1,5 @@
-"""Model construction and Hugging Face checkpoint I/O (safetensors only, no remote code)."""
+"""Model construction and Hugging Face checkpoint I/O (safetensors only; checkpoint code runs only
+when a profile opts in with `runtime.trust_remote_code`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -49,9 +52,22 @@ def resolve_device(device: str) -> str:
     """The device to load onto: `auto` picks cuda when available; `cuda` without one is an error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError("device 'cuda' was requested but no CUDA device is available")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(
+            f"device {device!r} is not a torch device (cpu, cuda, cuda:N, auto)"
+        ) from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device {device!r} was requested but no CUDA device is available")
     return device
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    value = getattr(torch, dtype, None)
+    if not isinstance(value, torch.dtype):
+        raise CheckpointError(f"dtype {dtype!r} is not a torch dtype (float32, bfloat16, float16)")
+    return value
 
 
 def _first_line(exc: BaseException) -> str:
@@ -60,47 +76,45 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:300]
 
 
-def _is_local(path: str | os.PathLike) -> bool:
-    text = str(path)
-    return Path(text).exists() or text.startswith((".", "/", "~", "models/"))
-
-
-def _checkpoint_source(path: str | os.PathLike, revision: str | None, trust_remote_code: bool):
-    """(name, from_pretrained kwargs); a local path is checked and never reaches the network."""
-    local = _is_local(path)
-    if local:
-        path = Path(path)
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: checkpoint directory not found")
-        if not (path / "config.json").is_file():
-            raise CheckpointError(f"{path}: not a Hugging Face checkpoint (no config.json)")
-    kwargs = dict(revision=revision, local_files_only=local, trust_remote_code=trust_remote_code)
-    return str(path), kwargs
+def _checkpoint_source(
+    path: str | os.PathLike, revision: str | None, trust_remote_code: bool, hub: bool
+) -> tuple[str, dict]:
+    """(name, from_pretrained kwargs). A local directory never reaches the network; anything else
+    is a hub id when `hub` allows it (fetched at `revision`), else a missing directory."""
+    local = Path(path).expanduser()
+    if local.exists() or not hub:
+        if not local.is_dir():
+            raise CheckpointError(f"{local}: checkpoint directory not found")
+        if not (local / "config.json").is_file():
+            raise CheckpointError(f"{local}: not a Hugging Face checkpoint (no config.json)")
+        return str(local), dict(local_files_only=True, trust_remote_code=trust_remote_code)
+    try:
+        validate_repo_id(str(path))
+    except HFValidationError as exc:
+        raise CheckpointError(f"{path}: neither a checkpoint directory nor a hub id") from exc
+    return str(path), dict(revision=revision, trust_remote_code=trust_remote_code)
 
 
 def load_model(
     path: str | os.PathLike,
     *,
+    hub: bool = False,
     revision: str | None = None,
     trust_remote_code: bool = False,
     device: str = "cpu",
     dtype: str = "float32",
 ) -> PreTrainedModel:
-    """A causal LM in eval mode from a local checkpoint directory or a hub id.
+    """A causal LM in eval mode from a local checkpoint directory (or, with `hub`, a hub id).
 
-    A hub id is fetched at `revision` (profiles pin it). Safetensors only; checkpoint code runs
-    only with `trust_remote_code` (a profile's opt-in). Every failure is a CheckpointError naming
-    `path`, including weights that are missing or mis-shaped, which transformers would otherwise
-    initialize randomly with a mere warning.
+    Safetensors only; checkpoint code runs only with `trust_remote_code` (a profile's opt-in).
+    Every failure is a CheckpointError naming `path`, including weights that are missing or
+    mis-shaped, which transformers would otherwise initialize randomly with a mere warning.
     """
-    name, source = _checkpoint_source(path, revision, trust_remote_code)
+    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)
+    name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
-            name,
-            **source,
-            use_safetensors=True,
-            dtype=getattr(torch, dtype),
-            output_loading_info=True,
+            name, **source, use_safetensors=True, dtype=torch_dtype, output_loading_info=True
         )
     except Exception as exc:  # transformers raises OSError/ValueError/KeyError variously
         raise CheckpointError(
@@ -114,12 +128,13 @@ def load_model(
             f"{name}: {len(broken)} weights missing or mis-shaped in the checkpoint "
             f"(e.g. {', '.join(broken[:3])})"
         )
-    return model.to(resolve_device(device)).eval()
+    return model.to(device).eval()
 
 
 def load_causal_lm(
     path: str | os.PathLike,
     *,
+    hub: bool = False,
     revision: str | None = None,
     trust_remote_code: bool = False,
     device: str = "cpu",
@@ -127,9 +142,14 @@ def load_causal_lm(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a checkpoint (see `load_model`); the tokenizer must fit the model."""
     model = load_model(
-        path, revision=revision, trust_remote_code=trust_remote_code, device=device, dtype=dtype
+        path,
+        hub=hub,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        dtype=dtype,
     )
-    name, source = _checkpoint_source(path, revision, trust_remote_code)
+    name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **source)
     except Exception as exc:
@@ -151,7 +171,7 @@ def import_pretrained(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """An existing causal LM (hub id or local path) resized to the study vocabulary."""
-    model = load_model(source, revision=revision, trust_remote_code=trust_remote_code)
+    model = load_model(source, hub=True, revision=revision, trust_remote_code=trust_remote_code)
     if model.get_input_embeddings().num_embeddings > len(tokenizer):
         raise CheckpointError(
             f"{source}: embedding has {model.get_input_embeddings().num_embeddings} rows, more "

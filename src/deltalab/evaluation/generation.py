@@ -10,6 +10,7 @@ reference used by the tests and the throughput bench: both must produce the same
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -17,6 +18,7 @@ from typing import cast
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from deltalab.errors import DataError
 
@@ -127,6 +129,19 @@ def _check_args(max_new_tokens: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
+def _rows_can_leave(cache) -> bool:
+    """Whether finished rows can be cut out of this KV cache: only plain (sliding) attention
+    layers slice consistently; static, linear-attention and hybrid layers keep more state."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(
+        type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers
+    )
+
+
+def _forward_accepts(model, name: str) -> bool:
+    return name in inspect.signature(model.forward).parameters
+
+
 def _decode_batch(
     model,
     input_ids: torch.Tensor,
@@ -134,39 +149,48 @@ def _decode_batch(
     max_new_tokens: int,
     eos_ids: list[int],
 ) -> list[list[int]]:
-    """Greedy new tokens of each left-padded row, up to and including its EOS."""
+    """Greedy new tokens of each left-padded row, up to and including its EOS.
+
+    A row that emits EOS leaves the batch and the KV cache when the cache allows it; otherwise it
+    rides along and its further tokens are ignored.
+    """
     new_tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    rows = torch.arange(input_ids.shape[0])  # the batch row of each still-running sequence
-    eos = torch.tensor(eos_ids, device=input_ids.device)
+    rows = torch.arange(input_ids.shape[0])  # the batch row of each sequence still in the batch
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    extra = {}
+    if _forward_accepts(model, "logits_to_keep"):
+        extra["logits_to_keep"] = 1
     # positions count real tokens only, as `generate` does for left-padded GPT-2-style models
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    with_positions = _forward_accepts(model, "position_ids")
+    if with_positions:
+        extra["position_ids"] = positions
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
     cache, next_position = out.past_key_values, positions[:, -1:] + 1
+    can_drop = _rows_can_leave(cache)
+    eos = torch.tensor(eos_ids, device=out.logits.device)
     for step in range(max_new_tokens):
         tokens = out.logits[:, -1, :].float().argmax(dim=-1)
         for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
-            new_tokens[row].append(token)
-        running = ~torch.isin(tokens, eos)
-        if step == max_new_tokens - 1 or not running.any():
+            if not finished[row]:
+                new_tokens[row].append(token)
+        finished[rows[torch.isin(tokens, eos).cpu()]] = True
+        if step == max_new_tokens - 1 or bool(finished.all()):
             break
-        if not running.all():  # drop finished rows from the batch and from the KV cache
-            keep = running.nonzero().squeeze(1)
-            rows, tokens = rows[keep.cpu()], tokens[keep]
-            attention_mask, next_position = attention_mask[keep], next_position[keep]
-            cache.batch_select_indices(keep)
+        if can_drop and bool(finished[rows].any()):  # cut finished rows out of batch and cache
+            keep = (~finished[rows]).nonzero().squeeze(1)
+            rows, tokens = rows[keep], tokens[keep.to(tokens.device)]
+            attention_mask = attention_mask[keep.to(attention_mask.device)]
+            next_position = next_position[keep.to(next_position.device)]
+            cache.batch_select_indices(keep.to(out.logits.device))
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(tokens), 1))], 1)
+        step_extra = {"position_ids": next_position} if with_positions else {}
         out = model(
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
-            position_ids=next_position,
             past_key_values=cache,
             use_cache=True,
+            **step_extra,
         )
         next_position = next_position + 1
     return new_tokens
