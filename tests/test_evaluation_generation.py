@@ -36,6 +36,12 @@ def reference(tiny, prompts):
     return generate_one_at_a_time(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
 
 
+@pytest.fixture(scope="module")
+def stops(reference):
+    """Three EOS ids that end different rows at different steps."""
+    return sorted({ref.token_ids[3] for ref in reference[:2]} | {reference[4].token_ids[6]})
+
+
 def test_prompt_format() -> None:
     assert format_prompt("What is 2+2?") == "User: What is 2+2?\nAssistant:"
 
@@ -129,10 +135,9 @@ def test_checkpoint_generation_config_does_not_leak(prompts, reference) -> None:
     assert model.generation_config is saved  # restored afterwards
 
 
-def test_several_eos_ids_drop_rows_at_different_steps(tiny, prompts, reference) -> None:
+def test_several_eos_ids_drop_rows_at_different_steps(tiny, prompts, stops) -> None:
     """Rows leave the batch (and its KV cache) at their own EOS; the rest decode on unchanged."""
     model, tokenizer = tiny
-    stops = sorted({ref.token_ids[3] for ref in reference[:2]} | {reference[4].token_ids[6]})
     batched = generate_greedy(
         model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
     )
@@ -158,14 +163,13 @@ def test_one_new_token_and_eos_at_the_first_step(tiny, prompts, reference) -> No
     )
 
 
-def test_rows_ride_along_when_the_cache_cannot_drop_them(tiny, prompts, reference, monkeypatch):
+def test_rows_ride_along_when_the_cache_cannot_drop_them(tiny, prompts, stops, monkeypatch):
     """Static / linear-attention caches keep finished rows in the batch; results are the same."""
     from deltalab.evaluation import generation
 
     model, tokenizer = tiny
     cache = model(input_ids=torch.tensor([[1, 2, 3]]), use_cache=True).past_key_values
     assert generation._rows_can_leave(cache)  # GPT-2's DynamicCache: the dropping path ran above
-    stops = sorted({ref.token_ids[3] for ref in reference[:2]} | {reference[4].token_ids[6]})
     dropped = generate_greedy(
         model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
     )

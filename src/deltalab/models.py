@@ -4,7 +4,9 @@ when a profile opts in with `runtime.trust_remote_code`)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from huggingface_hub.errors import HFValidationError
@@ -95,6 +97,34 @@ def _checkpoint_source(
     return str(path), dict(revision=revision, trust_remote_code=trust_remote_code)
 
 
+def _hf_load(name: str, failure: str, load: Callable[[], Any]) -> Any:
+    try:
+        return load()
+    except Exception as exc:  # transformers raises OSError/ValueError/KeyError variously
+        raise CheckpointError(f"{name}: {failure} ({_first_line(exc)})") from exc
+
+
+def _load_resolved(
+    name: str, source: dict, device: str, torch_dtype: torch.dtype
+) -> PreTrainedModel:
+    model, info = _hf_load(
+        name,
+        "not a loadable causal language model",
+        lambda: AutoModelForCausalLM.from_pretrained(
+            name, **source, use_safetensors=True, dtype=torch_dtype, output_loading_info=True
+        ),
+    )
+    broken = sorted(info.get("missing_keys", ())) + sorted(
+        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())
+    )
+    if broken:
+        raise CheckpointError(
+            f"{name}: {len(broken)} weights missing or mis-shaped in the checkpoint "
+            f"(e.g. {', '.join(broken[:3])})"
+        )
+    return model.to(device).eval()
+
+
 def load_model(
     path: str | os.PathLike,
     *,
@@ -110,25 +140,9 @@ def load_model(
     Every failure is a CheckpointError naming `path`, including weights that are missing or
     mis-shaped, which transformers would otherwise initialize randomly with a mere warning.
     """
-    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)
+    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)  # fail before any I/O
     name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
-    try:
-        model, info = AutoModelForCausalLM.from_pretrained(
-            name, **source, use_safetensors=True, dtype=torch_dtype, output_loading_info=True
-        )
-    except Exception as exc:  # transformers raises OSError/ValueError/KeyError variously
-        raise CheckpointError(
-            f"{name}: not a loadable causal language model ({_first_line(exc)})"
-        ) from exc
-    broken = sorted(info.get("missing_keys", ())) + sorted(
-        str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ())
-    )
-    if broken:
-        raise CheckpointError(
-            f"{name}: {len(broken)} weights missing or mis-shaped in the checkpoint "
-            f"(e.g. {', '.join(broken[:3])})"
-        )
-    return model.to(device).eval()
+    return _load_resolved(name, source, device, torch_dtype)
 
 
 def load_causal_lm(
@@ -141,19 +155,12 @@ def load_causal_lm(
     dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a checkpoint (see `load_model`); the tokenizer must fit the model."""
-    model = load_model(
-        path,
-        hub=hub,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        device=device,
-        dtype=dtype,
-    )
+    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)  # fail before any I/O
     name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **source)
-    except Exception as exc:
-        raise CheckpointError(f"{name}: cannot load the tokenizer ({_first_line(exc)})") from exc
+    model = _load_resolved(name, source, device, torch_dtype)
+    tokenizer = _hf_load(
+        name, "cannot load the tokenizer", lambda: AutoTokenizer.from_pretrained(name, **source)
+    )
     n_embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > n_embeddings:
         raise CheckpointError(

@@ -629,25 +629,10 @@ class CheckpointWriter:
         self._open: SafetensorsWriter | None = None
         self._open_idx = -1
 
-    def write(self, name: str, data: torch.Tensor) -> None:
-        idx = self._where[name]
-        if idx != self._open_idx:
-            if idx < self._open_idx:
-                raise RuntimeError(f"tensor {name!r} written out of order")
-            while self._open_idx < idx:
-                if self._open is not None:
-                    self._open.close()
-                self._open_idx += 1
-                self._open = SafetensorsWriter(
-                    self.out_dir / self._files[self._open_idx],
-                    self._shards[self._open_idx],
-                    metadata={"format": "pt"},
-                )
-        assert self._open is not None
-        self._open.write(name, data)
-
-    def close(self) -> None:
-        while self._open_idx < len(self._shards) - 1:  # shards holding only empty tensors
+    def _open_through(self, idx: int) -> None:
+        """Close the open shard and open the next ones up to shard `idx` (skipped ones are
+        shards holding only empty tensors)."""
+        while self._open_idx < idx:
             if self._open is not None:
                 self._open.close()
             self._open_idx += 1
@@ -656,6 +641,17 @@ class CheckpointWriter:
                 self._shards[self._open_idx],
                 metadata={"format": "pt"},
             )
+
+    def write(self, name: str, data: torch.Tensor) -> None:
+        idx = self._where[name]
+        if idx < self._open_idx:
+            raise RuntimeError(f"tensor {name!r} written out of order")
+        self._open_through(idx)
+        assert self._open is not None
+        self._open.write(name, data)
+
+    def close(self) -> None:
+        self._open_through(len(self._shards) - 1)
         if self._open is not None:
             self._open.close()
         if len(self._files) > 1:

@@ -155,8 +155,9 @@ def _decode_batch(
     rides along and its further tokens are ignored.
     """
     new_tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    rows = torch.arange(input_ids.shape[0])  # the batch row of each sequence still in the batch
-    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+    done = [False] * input_ids.shape[0]
+    rows = list(range(input_ids.shape[0]))  # the batch row of each sequence still in the batch
+    stop = set(eos_ids)
     extra = {}
     if _forward_accepts(model, "logits_to_keep"):
         extra["logits_to_keep"] = 1
@@ -168,22 +169,25 @@ def _decode_batch(
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
     cache, next_position = out.past_key_values, positions[:, -1:] + 1
     can_drop = _rows_can_leave(cache)
-    eos = torch.tensor(eos_ids, device=out.logits.device)
     for step in range(max_new_tokens):
         tokens = out.logits[:, -1, :].float().argmax(dim=-1)
-        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
-            if not finished[row]:
+        for row, token in zip(rows, tokens.tolist(), strict=True):
+            if not done[row]:
                 new_tokens[row].append(token)
-        finished[rows[torch.isin(tokens, eos).cpu()]] = True
-        if step == max_new_tokens - 1 or bool(finished.all()):
+                done[row] = token in stop
+        if step == max_new_tokens - 1 or all(done):
             break
-        if can_drop and bool(finished[rows].any()):  # cut finished rows out of batch and cache
-            keep = (~finished[rows]).nonzero().squeeze(1)
-            rows, tokens = rows[keep], tokens[keep.to(tokens.device)]
-            attention_mask = attention_mask[keep.to(attention_mask.device)]
-            next_position = next_position[keep.to(next_position.device)]
-            cache.batch_select_indices(keep.to(out.logits.device))
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(tokens), 1))], 1)
+        if can_drop and any(done[row] for row in rows):  # cut finished rows out of batch and cache
+            keep = [i for i, row in enumerate(rows) if not done[row]]
+            rows = [rows[i] for i in keep]
+            index = torch.tensor(keep, device=tokens.device)
+            tokens, attention_mask, next_position = (
+                tokens[index],
+                attention_mask[index],
+                next_position[index],
+            )
+            cache.batch_select_indices(index)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(rows), 1))], 1)
         step_extra = {"position_ids": next_position} if with_positions else {}
         out = model(
             input_ids=tokens[:, None],
