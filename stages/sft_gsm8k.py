@@ -4,8 +4,8 @@ held-out questions stop with EOS (the original study's models never stopped)."""
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.evaluation.generation import format_prompt, generate_greedy
-from deltalab.train.recipe import run_sft_stage
-from deltalab.train.sft import gsm8k_to_messages, with_replay
+from deltalab.train.recipe import TrainingRun
+from deltalab.train.sft import gsm8k_to_messages, inject_assistant_turns, sft_trainer, with_replay
 
 
 def main(params, cond: str, seed: int) -> None:
@@ -14,26 +14,33 @@ def main(params, cond: str, seed: int) -> None:
     if cfg.max_train_samples:
         rows = rows[: cfg.max_train_samples]
     # Validation comes from the train split: the test split stays unseen until evaluation.
-    n_val = max(1, len(rows) // 20)
+    n_val = max(1, int(len(rows) * cfg.val_fraction))
     train, val = gsm8k_to_messages(rows[n_val:]), gsm8k_to_messages(rows[:n_val])
     if cfg.replay_tulu_fraction:
         tulu = read_jsonl(paths.DATA / "tulu/train.jsonl", ["messages"])
         train = with_replay(train, tulu, cfg.replay_tulu_fraction, seed)
+    if cond == "mul_tokens":
+        train, val = inject_assistant_turns(train), inject_assistant_turns(val)
     held_out = read_jsonl(paths.DATA / "gsm8k/test.jsonl", ["question"])[: cfg.stop_eval_questions]
 
-    def measure_stop_rate(model, tokenizer, live) -> None:
+    out = paths.checkpoint(cond, seed, "sft_gsm8k")
+
+    logs = paths.train_metrics("sft_gsm8k", cond, seed)
+    with TrainingRun(out, logs, params.runtime, seed) as run:
+        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "sft_tulu"))
+        run.train(sft_trainer(model, tokenizer, run, cfg, train, val))
+
         model.eval()
         responses = generate_greedy(
             model,
             tokenizer,
             [format_prompt(r["question"]) for r in held_out],
             max_new_tokens=cfg.stop_eval_max_new_tokens,
-            batch_size=32,
+            batch_size=cfg.stop_eval_batch_size,
         )
-        live.summary["stop_rate"] = sum(r.stopped for r in responses) / len(responses)
-        live.summary["stop_eval_questions"] = len(responses)
-
-    run_sft_stage(params, "sft_gsm8k", "sft_tulu", cond, seed, train, val, after=measure_stop_rate)
+        run.summary["stop_rate"] = sum(r.stopped for r in responses) / len(responses)
+        run.summary["stop_eval_questions"] = len(responses)
+        run.save(model, tokenizer)
 
 
 if __name__ == "__main__":

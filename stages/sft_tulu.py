@@ -2,15 +2,26 @@
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
-from deltalab.train.recipe import run_sft_stage
+from deltalab.train.recipe import TrainingRun
+from deltalab.train.sft import inject_assistant_turns, sft_trainer
 
 
 def main(params, cond: str, seed: int) -> None:
+    cfg = params.sft_tulu
     train = read_jsonl(paths.DATA / "tulu/train.jsonl", ["messages"])
     val = read_jsonl(paths.DATA / "tulu/val.jsonl", ["messages"])
-    if params.sft_tulu.max_train_samples:
-        train = train[: params.sft_tulu.max_train_samples]
-    run_sft_stage(params, "sft_tulu", "pretrain", cond, seed, train, val)
+    if cfg.max_train_samples:
+        train = train[: cfg.max_train_samples]
+    if cond == "mul_tokens":
+        train, val = inject_assistant_turns(train), inject_assistant_turns(val)
+
+    out = paths.checkpoint(cond, seed, "sft_tulu")
+
+    logs = paths.train_metrics("sft_tulu", cond, seed)
+    with TrainingRun(out, logs, params.runtime, seed) as run:
+        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "pretrain"))
+        run.train(sft_trainer(model, tokenizer, run, cfg, train, val))
+        run.save(model, tokenizer)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from deltalab.evaluation import extract_answer
-from deltalab.evaluation.answers import answers_match, gold_from_gsm8k_answer, normalize_number
+from deltalab.evaluation.answers import (
+    answers_match,
+    extract_answer,
+    gold_from_gsm8k_answer,
+    normalize_number,
+)
 
 # Real GSM8K test/train reference solutions (calculator annotations included).
 GSM8K_ANSWERS = [

@@ -193,6 +193,29 @@ def test_models_of_one_condition_only() -> None:
         build_compare(preds, PARAMS, skip_unpaired_models=True)
 
 
+def _write_all(tmp_path: Path, preds: dict) -> dict:
+    files = {}
+    for (cond, seed, model), recs in preds.items():
+        files[(cond, seed, model)] = tmp_path / f"{cond}-{seed}-{model}.jsonl"
+        write_predictions(files[(cond, seed, model)], recs)
+    return files
+
+
+def test_files_skip_unpaired_models(tmp_path: Path) -> None:
+    files = _write_all(
+        tmp_path,
+        {
+            ("baseline", 0, "sft_gsm8k"): records(BASE),
+            ("mul_tokens", 0, "sft_gsm8k"): records(MUL),
+            ("baseline", 0, "dpo"): records(BASE),
+        },
+    )
+    with pytest.raises(DataError, match="no predictions for model 'dpo'"):
+        compare_prediction_files(files, PARAMS)
+    result = compare_prediction_files(files, PARAMS, skip_unpaired_models=True)
+    assert set(result) == {"sft_gsm8k"}
+
+
 def test_params_validation() -> None:
     assert EvaluateParams().max_new_tokens == 256
     p = EvaluateParams(max_new_tokens=64, probes_max_new_tokens=None)

@@ -105,19 +105,23 @@ class TrainParams(Section):
     warmup_ratio: Ratio = 0.05
     weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
-    max_length: PositiveInt = 256
-    eval_steps: PositiveInt = 50
+    eval_steps: PositiveInt | None = 50  # None: no periodic evaluation
     logging_steps: PositiveInt = 10
 
 
-class PretrainParams(TrainParams):
+class SequenceTrainParams(TrainParams):
+    """Stages that train on whole token sequences of at most `max_length` tokens."""
+
+    max_length: PositiveInt = 256
+
+
+class PretrainParams(SequenceTrainParams):
     # A real profile imports an existing checkpoint (hub id or local path) instead of training.
     import_from: str | None = None
     revision: str | None = None
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
 
 
-class SFTParams(TrainParams):
+class SFTParams(SequenceTrainParams):
     learning_rate: LearningRate = 5.0e-4
     max_train_samples: PositiveInt | None = None
 
@@ -126,8 +130,11 @@ class SFTGsm8kParams(SFTParams):
     # Share of stage-1 (Tulu) conversations mixed into GSM8K SFT, relative to the GSM8K rows:
     # replay keeps general instruction following from being overwritten by one answer format.
     replay_tulu_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # Share of the train split held out for validation (the test split stays unseen).
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
     stop_eval_questions: PositiveInt = 100
     stop_eval_max_new_tokens: PositiveInt = 128
+    stop_eval_batch_size: PositiveInt = 32
 
 
 class DeltaTrackParams(Section):
@@ -160,8 +167,9 @@ class _CoreParams(Section):
         for name, values in (("conditions", self.conditions), ("seeds", self.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {values}")
-        for name in ("pretrain", "sft_tulu", "sft_gsm8k"):
-            section = getattr(self, name)
+        sections = {"pretrain": self.pretrain, "sft_tulu": self.sft_tulu}
+        sections |= {"sft_gsm8k": self.sft_gsm8k}
+        for name, section in sections.items():
             if section.max_length > self.model.n_positions:
                 raise ValueError(
                     f"{name}.max_length ({section.max_length}) exceeds "

@@ -197,7 +197,14 @@ def compare_prediction_files(
     wanted = {k: Path(p) for k, p in paths.items() if k[0] in (reference, treatment)}
     records = {key: load_predictions(path) for key, path in wanted.items()}
     sources = {key: str(path) for key, path in wanted.items()}
-    return build_compare(records, params, reference=reference, treatment=treatment, sources=sources)
+    return build_compare(
+        records,
+        params,
+        reference=reference,
+        treatment=treatment,
+        sources=sources,
+        skip_unpaired_models=skip_unpaired_models,
+    )
 
 
 def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:

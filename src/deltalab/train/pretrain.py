@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from deltalab.config import PretrainParams, RuntimeParams
-from deltalab.train.common import final_eval_loss, trainer_kwargs
+from deltalab.config import PretrainParams
+from deltalab.train.recipe import TrainingRun
 
 
 def pack_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, block: int) -> Dataset:
@@ -25,31 +24,20 @@ def pack_documents(texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, blo
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks})
 
 
-def pretrain(
+def pretrain_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    run: TrainingRun,
+    cfg: PretrainParams,
     train_texts: Sequence[str],
     val_texts: Sequence[str],
-    params: PretrainParams,
-    runtime: RuntimeParams,
-    seed: int,
-    callbacks: list,
-) -> dict[str, float]:
-    block = min(params.max_length, model.config.n_positions)
-    train = pack_documents(train_texts, tokenizer, block)
-    val = pack_documents(val_texts, tokenizer, block)
-    # Scratch for the trainer, which creates its output_dir at once; the caller saves
-    # the final model atomically, so no partial checkpoint ever appears at a stage output.
-    with tempfile.TemporaryDirectory(prefix="deltalab-trainer-") as scratch:
-        args = TrainingArguments(**trainer_kwargs(params, runtime, seed, scratch))
-        trainer = Trainer(
-            model=model, args=args, train_dataset=train, eval_dataset=val, callbacks=callbacks
-        )
-        result = trainer.train()
-        eval_loss = final_eval_loss(trainer)
-        return {
-            "train_loss": float(result.training_loss),
-            "eval_loss": eval_loss,
-            "train_blocks": len(train),
-            "tokens_per_block": block,
-        }
+) -> Trainer:
+    """A Trainer on packed blocks of `min(max_length, n_positions)` tokens."""
+    block = min(cfg.max_length, model.config.n_positions)
+    return Trainer(
+        model=model,
+        args=TrainingArguments(**run.trainer_args(cfg)),
+        train_dataset=pack_documents(train_texts, tokenizer, block),
+        eval_dataset=pack_documents(val_texts, tokenizer, block),
+        callbacks=run.callbacks,
+    )

@@ -1,46 +1,147 @@
-"""The body shared by the SFT stages: load the parent checkpoint, train, log, save atomically."""
+"""The one training recipe every training stage follows (pretrain, SFT, DPO, GRPO).
+
+A stage opens a `TrainingRun`, loads its parent checkpoint through it, builds the trainer it needs
+(SFTTrainer, DPOTrainer, GRPOTrainer, with its own optimizer if it wants one) from
+`run.trainer_args(cfg)` and `run.callbacks`, calls `run.train(trainer)`, may read the trainer's
+state afterwards (optimizer moments, log history), and ends with `run.save(model, tokenizer)`:
+
+    with TrainingRun(out, metrics_dir, params.runtime, seed) as run:
+        model, tokenizer = run.load_parent(parent)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**run.trainer_args(cfg), ...), ...)
+        run.train(trainer)
+        run.save(model, tokenizer)
+
+Trainers write only to a scratch directory; the stage output appears (atomically) at `save`, so an
+interrupted stage never leaves a partial checkpoint behind.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
 
-from dvclive import Live
-from transformers import PreTrainedModel, set_seed
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
-from deltalab import paths
 from deltalab.atomic import atomic_dir
+from deltalab.config import RuntimeParams, TrainParams
+from deltalab.errors import DataError
 from deltalab.models import configure_torch, load_causal_lm, save_checkpoint
 from deltalab.train.logging import dvclive_callback, open_live
-from deltalab.train.sft import inject_assistant_turns, sft
 
 
-def run_sft_stage(
-    params,
-    stage: str,
-    parent: str,
-    cond: str,
-    seed: int,
-    train_rows: Sequence[dict],
-    val_rows: Sequence[dict],
-    after: Callable[[PreTrainedModel, object, Live], None] | None = None,
-) -> None:
-    """Fine-tune `models/<cond>/seed<seed>/<parent>` on chat rows into `.../<stage>`."""
-    configure_torch(params.runtime)
-    set_seed(seed)
-    src = paths.checkpoint(cond, seed, parent)
-    out = paths.checkpoint(cond, seed, stage)
-    model, tokenizer = load_causal_lm(src, trust_remote_code=params.runtime.trust_remote_code)
-    if cond == "mul_tokens":
-        train_rows, val_rows = inject_assistant_turns(train_rows), inject_assistant_turns(val_rows)
-    live = open_live(paths.train_metrics(stage, cond, seed))
-    cfg = getattr(params, stage)
-    losses = sft(
-        model, tokenizer, train_rows, val_rows, cfg, params.runtime, seed, [dvclive_callback(live)]
-    )
-    live.summary.update({f"final/{k}": v for k, v in losses.items()})
-    if after is not None:
-        after(model, tokenizer, live)
-    live.make_summary()
-    model.config.use_cache = True
-    with atomic_dir(out) as tmp:
-        save_checkpoint(model, tokenizer, tmp)
+class TrainingRun:
+    """Logging, scratch space and the atomic save of one training stage."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        metrics_dir: str | os.PathLike,
+        runtime: RuntimeParams,
+        seed: int,
+    ) -> None:
+        self.out, self.runtime, self.seed = Path(out), runtime, seed
+        configure_torch(runtime)
+        set_seed(seed)
+        self.live = open_live(metrics_dir)
+        self._scratch = tempfile.TemporaryDirectory(prefix="deltalab-trainer-")
+        self.callbacks = [dvclive_callback(self.live)]
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._scratch.cleanup()
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Final numbers of the run (dvclive's metrics.json, Git-tracked)."""
+        return self.live.summary
+
+    def load_parent(
+        self, parent: str | os.PathLike
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        """The checkpoint this stage continues from (local only, strict, see `load_causal_lm`)."""
+        return load_causal_lm(parent, trust_remote_code=self.runtime.trust_remote_code)
+
+    def load_frozen(self, parent: str | os.PathLike) -> PreTrainedModel:
+        """A second, frozen copy of a checkpoint: the reference model of DPO / GRPO's KL term."""
+        model, _ = self.load_parent(parent)
+        model.requires_grad_(False)
+        return model.eval()
+
+    def trainer_args(self, cfg: TrainParams) -> dict[str, Any]:
+        """Keyword arguments for `TrainingArguments` and every TRL config (they share these)."""
+        use_cpu = self.runtime.device == "cpu" or not torch.cuda.is_available()
+        return {
+            "output_dir": self._scratch.name,
+            "max_steps": cfg.max_steps,
+            "per_device_train_batch_size": cfg.batch_size,
+            "per_device_eval_batch_size": cfg.batch_size,
+            "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+            "learning_rate": cfg.learning_rate,
+            "lr_scheduler_type": cfg.lr_scheduler,
+            "warmup_steps": cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+            "weight_decay": cfg.weight_decay,
+            "max_grad_norm": cfg.max_grad_norm,
+            "eval_strategy": "no" if cfg.eval_steps is None else "steps",
+            "eval_steps": cfg.eval_steps,
+            "logging_steps": cfg.logging_steps,
+            "logging_first_step": True,
+            "save_strategy": "no",  # `save` writes the final model atomically
+            "report_to": "none",
+            "bf16": self.runtime.bf16 and not use_cpu,
+            "use_cpu": use_cpu,
+            "activation_checkpointing": False,
+            "seed": self.seed,
+            "data_seed": self.seed,
+            "dataloader_num_workers": 0,
+            "disable_tqdm": False,
+            "optim": "adamw_torch",
+        }
+
+    def train(self, trainer) -> dict[str, float]:
+        """Train; record `final/train_loss` (and `final/eval_loss` with an eval set) in the
+        summary; return the final evaluation's metrics (empty without an eval set)."""
+        result = trainer.train()
+        if not math.isfinite(result.training_loss):
+            raise DataError(f"{self.out}: training loss is {result.training_loss} (diverged)")
+        self.summary["final/train_loss"] = float(result.training_loss)
+        final = final_eval_metrics(trainer) if trainer.eval_dataset is not None else {}
+        if "eval_loss" in final:
+            self.summary["final/eval_loss"] = final["eval_loss"]
+        return final
+
+    def save(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Write the summary, then the checkpoint, atomically, at the stage output."""
+        self.live.make_summary()
+        model.config.use_cache = True
+        with atomic_dir(self.out) as tmp:
+            save_checkpoint(model, tokenizer, tmp)
+
+
+def final_eval_metrics(trainer) -> dict[str, float]:
+    """Validation metrics of the final weights: the last logged evaluation when it ran at the final
+    step (eval_steps divides max_steps), else one more evaluation."""
+    step = trainer.state.global_step
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry:
+            if entry.get("step") == step:
+                return {k: float(v) for k, v in entry.items() if k.startswith("eval_")}
+            break
+    return {k: float(v) for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+
+
+def optimizer_state(trainer, model: PreTrainedModel, key: str) -> dict[str, torch.Tensor]:
+    """One entry of the optimizer state (e.g. Adam's `exp_avg`) per trainable parameter, keyed
+    by parameter name; a parameter the optimizer never stepped has no entry."""
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # unwrap accelerate
+    state = {}
+    for name, param in model.named_parameters():
+        entry = optimizer.state.get(param, {})
+        if key in entry:
+            state[name] = entry[key].detach().to("cpu", torch.float32).contiguous()
+    return state

@@ -7,16 +7,15 @@ Loss is on assistant tokens only, and the chat template puts EOS inside the assi
 from __future__ import annotations
 
 import random
-import tempfile
 from collections.abc import Sequence
 
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from deltalab.config import RuntimeParams, SFTParams
+from deltalab.config import SFTParams
 from deltalab.tokens import inject_mul_tokens
-from deltalab.train.common import final_eval_loss, trainer_kwargs
+from deltalab.train.recipe import TrainingRun
 
 
 def gsm8k_to_messages(rows: Sequence[dict]) -> list[dict]:
@@ -52,40 +51,29 @@ def inject_assistant_turns(rows: Sequence[dict]) -> list[dict]:
     ]
 
 
-def sft(
+def sft_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    run: TrainingRun,
+    cfg: SFTParams,
     train_rows: Sequence[dict],
     val_rows: Sequence[dict],
-    params: SFTParams,
-    runtime: RuntimeParams,
-    seed: int,
-    callbacks: list,
-) -> dict[str, float]:
-    """Train on `{"messages": [...]}` rows; returns final train and validation losses."""
-    train = Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
-    val = Dataset.from_list([{"messages": r["messages"]} for r in val_rows])
-    # Scratch for the trainer, which creates its output_dir at once; the caller saves
-    # the final model atomically, so no partial checkpoint ever appears at a stage output.
-    with tempfile.TemporaryDirectory(prefix="deltalab-trainer-") as scratch:
-        config = SFTConfig(
-            **trainer_kwargs(params, runtime, seed, scratch),
-            max_length=params.max_length,
-            assistant_only_loss=True,
-            packing=False,
-            dataset_num_proc=None,
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=train,
-            eval_dataset=val,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
-        result = trainer.train()
-        eval_loss = final_eval_loss(trainer)
-        return {
-            "train_loss": float(result.training_loss),
-            "eval_loss": eval_loss,
-        }
+    optimizers: tuple = (None, None),
+) -> SFTTrainer:
+    """TRL's SFTTrainer on `{"messages": [...]}` rows, loss on assistant tokens (EOS included)."""
+    config = SFTConfig(
+        **run.trainer_args(cfg),
+        max_length=cfg.max_length,
+        assistant_only_loss=True,
+        packing=False,
+        dataset_num_proc=None,
+    )
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in train_rows]),
+        eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in val_rows]),
+        processing_class=tokenizer,
+        callbacks=run.callbacks,
+        optimizers=optimizers,
+    )
