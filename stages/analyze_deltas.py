@@ -1,8 +1,12 @@
-"""analyze_deltas@<cond>: how each training stage moved the weights of the first seed's models.
+"""analyze_deltas@<cond>-<seed>: how each post-training stage moved the weights of one member.
 
-Pairs come from `analyze_deltas.pairs` (default pretrain→sft_tulu, sft_tulu→sft_gsm8k); deltas
-that share a base (sft_tulu→sft_gsm8k/rlvr/dpo later) are compared with each other automatically.
-Writes metrics/deltas/<cond>.json (small, numbers only) and reports/deltas/<cond>/.
+Pairs come from `analyze_deltas.pairs` (default pretrain→sft_tulu, sft_tulu→sft_gsm8k,
+sft_tulu→rlvr, sft_gsm8k→dpo); every name is the checkpoint `models/<cond>/seed<seed>/<name>/`.
+Deltas that share a base are compared with each other; `analyze_deltas.contrast` (default
+sft_gsm8k vs rlvr, both from sft_tulu) is compared head-to-head with the published SFT-vs-RLVR
+numbers. Writes metrics/deltas/<cond>-<seed>.json (numbers only) and
+reports/deltas/<cond>-<seed>/; a member outside the delta track, a bad contrast or a missing
+checkpoint fails before anything is read or written.
 """
 
 from pathlib import Path
@@ -11,41 +15,31 @@ from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
 from deltalab.deltas.analysis import DeltaInput, analyze
 from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.report import metrics, write_report
+from deltalab.deltas.report import check_contrast, metrics, write_report
+from deltalab.errors import CheckpointError
 from deltalab.models import configure_torch
 
-SEEDED = {"pretrain", "sft_tulu", "sft_gsm8k"}  # per-seed checkpoints; the delta track is not
 
-
-def checkpoint_dir(cond: str, seed: int, name: str) -> Path:
-    return paths.checkpoint(cond, seed, name) if name in SEEDED else Path("models") / cond / name
-
-
-def main(params, cond: str) -> None:
-    configure_torch(params.runtime)
+def main(params, cond: str, seed: int) -> None:
+    stage.require_delta_track(params, cond, seed)
     cfg = params.analyze_deltas
-    seed = params.seeds[0]
+    members = cfg.deltas()  # (label, base, finetuned)
+    check_contrast({label: base for label, base, _ in members}, cfg.contrast)
     opened: dict[str, Checkpoint] = {}
-
-    def open_checkpoint(name: str) -> Checkpoint:
-        if name not in opened:
-            opened[name] = Checkpoint(checkpoint_dir(cond, seed, name))
-        return opened[name]
-
-    finetuned = [ft for _, ft in cfg.pairs]
-    deltas = [
-        DeltaInput(
-            ft if finetuned.count(ft) == 1 else f"{ft}_from_{base}",
-            open_checkpoint(base),
-            open_checkpoint(ft),
-        )
-        for base, ft in cfg.pairs
-    ]
+    for name in dict.fromkeys(n for _, base, ft in members for n in (base, ft)):
+        path = paths.checkpoint(cond, seed, name)
+        try:
+            opened[name] = Checkpoint(path)
+        except CheckpointError as exc:
+            raise CheckpointError(f"analyze_deltas@{cond}-{seed}: {name!r}: {exc}") from exc
+    configure_torch(params.runtime)
+    deltas = [DeltaInput(label, opened[base], opened[ft]) for label, base, ft in members]
     result = analyze(deltas, cfg)
-    with atomic_dir(Path("reports/deltas") / cond) as tmp:
-        write_report(result, tmp, title=f"Weight deltas: {cond} (seed {seed})")
-    write_json(Path("metrics/deltas") / f"{cond}.json", metrics(result))
+    name = f"{cond}-{seed}"
+    with atomic_dir(Path("reports/deltas") / name) as tmp:
+        write_report(result, tmp, title=f"Weight deltas: {cond}, seed {seed}")
+    write_json(Path("metrics/deltas") / f"{name}.json", metrics(result))
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str)
+    stage.run(main, cond=str, seed=int)

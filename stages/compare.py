@@ -1,21 +1,41 @@
 """compare: baseline vs mul_tokens for every evaluated stage — accuracies, difference, paired
-bootstrap CI and exact McNemar p-value (pooled over seeds, plus per-seed rows) — and figures."""
+bootstrap CI and exact McNemar p-value (pooled over seeds, plus per-seed rows) — and, within each
+delta-track condition, each post-training stage against its parent (dpo vs sft_gsm8k, rlvr vs
+sft_tulu) on the same questions; plus the accuracy figures."""
 
 import json
 
 from deltalab import paths, stage
-from deltalab.evaluation.compare import compare_prediction_files, write_compare
+from deltalab.evaluation.compare import (
+    compare_prediction_files,
+    compare_stage_files,
+    write_compare,
+)
 from deltalab.report.evaluation import accuracy_table, plot_accuracy, write_plot_data
+
+PARENTS = {"dpo": "sft_gsm8k", "rlvr": "sft_tulu", "merged": "sft_tulu", "masked_dpo": "sft_gsm8k"}
 
 
 def main(params) -> None:
-    models = params.evaluate.models
+    models, track = params.evaluate.models, params.evaluate.track_models
     keys = [(c, s, m) for c in params.conditions for s in params.seeds for m in models]
-    result = compare_prediction_files({k: paths.predictions(*k) for k in keys}, params.compare)
+    keys += [
+        (c, s, m)
+        for c in params.delta_track.conditions
+        for s in params.delta_track.seeds
+        for m in track
+    ]
+    files = {k: paths.predictions(*k) for k in keys}
+    # The delta-track models exist for delta_track.conditions only: compared across conditions
+    # where both have them, and against their parents within each condition.
+    result = compare_prediction_files(files, params.compare, skip_unpaired_models=True)
+    stage_pairs = [(PARENTS[m], m) for m in track]
+    result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
+
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}
     table = accuracy_table(metrics)
-    write_plot_data(table, paths.EVAL_PLOTS, models)
-    plot_accuracy(table, models, paths.REPORTS / "evaluation" / "accuracy.png")
+    write_plot_data(table, paths.EVAL_PLOTS, [*models, *track])
+    plot_accuracy(table, [*models, *track], paths.REPORTS / "evaluation" / "accuracy.png")
     write_compare(paths.COMPARE, result)
     for model in models:
         g = result[model]["gsm8k"]
@@ -24,6 +44,13 @@ def main(params) -> None:
             f"{g['mul_tokens_accuracy']:.3f}, diff {g['difference']:+.3f} "
             f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], McNemar p={g['mcnemar_p']:.3g}"
         )
+    for cond, comparisons in result["post_training"].items():
+        for name, entry in comparisons.items():
+            g = entry["gsm8k"]
+            print(
+                f"{cond} {name}: GSM8K diff {g['difference']:+.3f} "
+                f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], McNemar p={g['mcnemar_p']:.3g}"
+            )
 
 
 if __name__ == "__main__":

@@ -91,3 +91,39 @@ def make_pair(
     return save(base, tmp / f"{arch}_base", dtype, shard), save(
         ft, tmp / f"{arch}_ft", dtype, shard
     )
+
+
+# Hand-made checkpoints for the SFT-vs-RLVR contrast: every value is dyadic, so each delta is
+# exact in fp32 and every number of the report can be computed by hand (tests/test_deltas_report).
+UP = "model.layers.0.mlp.up_proj.weight"  # W = 1
+Q = "model.layers.1.self_attn.q_proj.weight"  # W = 2
+
+
+def contrast_tensors() -> dict[str, dict[str, torch.Tensor]]:
+    """base, sft = base + τ_sft, rl = base + τ_rl (4×4 tensors).
+
+    τ_sft: up row 0 = 1/2, rows 1–3 = 1/8; q = 1/4 everywhere (dense, rank 1).
+    τ_rl:  up row 0 = 2⁻⁶·[+ + − −], row 1 = 2⁻⁷·[+ − + −], row 2 = 2⁻¹⁰·[+ − + −] (below half
+           a bf16 step of W = 1), row 3 = 0; q = 2⁻⁹ everywhere (below half a step of W = 2).
+    """
+    base = {UP: torch.ones(4, 4), Q: torch.full((4, 4), 2.0)}
+    sft = {UP: torch.tensor([[0.5] * 4] + [[0.125] * 4] * 3), Q: torch.full((4, 4), 0.25)}
+    pm, alt = [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0]
+    rl_up = torch.tensor([pm, alt, alt, [0.0] * 4]) * torch.tensor(
+        [[2**-6], [2**-7], [2**-10], [0]]
+    )
+    rl = {UP: rl_up, Q: torch.full((4, 4), 2.0**-9)}
+    return {
+        "base": base,
+        "sft": {k: base[k] + sft[k] for k in base},
+        "rl": {k: base[k] + rl[k] for k in base},
+    }
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    """A checkpoint directory holding only `model.safetensors` (fp32)."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path / "model.safetensors")
+    return path

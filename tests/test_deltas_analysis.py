@@ -281,10 +281,12 @@ def test_stage_writes_metrics_and_report(tmp_path, monkeypatch):
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     monkeypatch.chdir(tmp_path)
-    stage.main(parse_params({}), "baseline")
-    m = json.loads((tmp_path / "metrics" / "deltas" / "baseline.json").read_text())
+    pairs = [["pretrain", "sft_tulu"], ["sft_tulu", "sft_gsm8k"]]
+    stage.main(parse_params({"analyze_deltas": {"pairs": pairs, "contrast": []}}), "baseline", 0)
+    m = json.loads((tmp_path / "metrics" / "deltas" / "baseline-0.json").read_text())
     assert _numbers_only(m)
     assert set(m["deltas"]) == {"sft_tulu", "sft_gsm8k"} and "pairs" not in m  # no shared base
+    assert "contrast" not in m and set(m["claims"]) == {"sft_unchanged"}
     assert m["deltas"]["sft_gsm8k"]["total"]["frac_zero"] > 0.4
     assert set(m["deltas"]["sft_tulu"]["modules"]) >= {"attn_q", "attn_k", "attn_v", "mlp_up"}
-    assert (tmp_path / "reports" / "deltas" / "baseline" / "report.md").exists()
+    assert (tmp_path / "reports" / "deltas" / "baseline-0" / "report.md").exists()

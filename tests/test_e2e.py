@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ("pretrain", "sft_tulu", "sft_gsm8k")
 pytestmark = pytest.mark.slow
 
 
@@ -120,13 +122,17 @@ def test_repro_completes_after_a_kill_and_outputs_load(reproduced):
 
     _, repo, stdout, _ = reproduced
     assert "sft_gsm8k@mul_tokens-0" in _ran_stages(stdout)
-    for cond in ("baseline", "mul_tokens"):
-        for stage in ("pretrain", "sft_tulu", "sft_gsm8k"):
-            path = repo / "models" / cond / "seed0" / stage
-            model = AutoModelForCausalLM.from_pretrained(path)
-            tok = AutoTokenizer.from_pretrained(path)
-            assert model.config.vocab_size == len(tok)
-            assert model.config.eos_token_id == tok.eos_token_id
+    checkpoints = [(c, s) for c in ("baseline", "mul_tokens") for s in TRAINED]
+    checkpoints += [("baseline", "dpo"), ("baseline", "rlvr")]  # the delta track
+    for cond, stage in checkpoints:
+        path = repo / "models" / cond / "seed0" / stage
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        assert model.config.vocab_size == len(tok)
+        assert model.config.eos_token_id == tok.eos_token_id
+    assert not (repo / "models/mul_tokens/seed0/dpo").exists()  # delta track: baseline only
+    exp_avg = safe_open(repo / "models/baseline/seed0/dpo_exp_avg.safetensors", "pt")
+    assert "transformer.h.0.attn.c_attn.weight" in set(exp_avg.keys())
 
 
 def test_metrics_exist(reproduced):
@@ -140,6 +146,12 @@ def test_metrics_exist(reproduced):
             assert not (live / "params.yaml").exists()  # no temp paths in Git-tracked metrics
         gsm = json.loads((repo / f"metrics/train/sft_gsm8k/{cond}-0/metrics.json").read_text())
         assert 0.0 <= gsm["stop_rate"] <= 1.0 and gsm["stop_eval_questions"] > 0
+    dpo = json.loads((repo / "metrics/train/dpo/baseline-0/metrics.json").read_text())
+    assert 0.0 <= dpo["final/eval_rewards/accuracies"] <= 1.0
+    assert (repo / "metrics/train/dpo/baseline-0/plots/metrics/eval/rewards/margins.tsv").is_file()
+    rlvr = json.loads((repo / "metrics/train/rlvr/baseline-0/metrics.json").read_text())
+    assert rlvr["heldout/prompts"] == 12 and 0.0 <= rlvr["heldout/mcnemar_p"] <= 1.0
+    assert (repo / "metrics/train/rlvr/baseline-0/plots/metrics/reward.tsv").is_file()
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     assert shown  # dvc sees the declared metrics
 
@@ -154,21 +166,34 @@ def test_evaluation_metrics_and_compare(reproduced):
             preds = (repo / f"reports/predictions/{cond}/seed0/{model}.jsonl").read_text()
             assert len(preds.splitlines()) == 24 + 281
     compare = json.loads((repo / "metrics/compare.json").read_text())
-    for model in ("pretrain", "sft_tulu", "sft_gsm8k"):
+    for model in TRAINED:
         row = compare[model]["gsm8k"]
         assert row["ci_low"] <= row["difference"] <= row["ci_high"]
         assert 0 <= row["mcnemar_p"] <= 1
+    assert "dpo" not in compare  # no mul_tokens dpo to pair with
+    post = compare["post_training"]["baseline"]
+    assert set(post) == {"dpo_vs_sft_gsm8k", "rlvr_vs_sft_tulu"}
+    assert post["dpo_vs_sft_gsm8k"]["gsm8k"]["n"] == 24
     assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
 
 
 def test_delta_analysis_of_the_pipeline_checkpoints(reproduced):
     _, repo, _, _ = reproduced
-    summary = json.loads((repo / "metrics/deltas/baseline.json").read_text())
-    assert set(summary["deltas"]) == {"sft_tulu", "sft_gsm8k"}
-    report = repo / "reports/deltas/baseline"
-    assert (report / "report.md").is_file() and (report / "tensors.csv").is_file()
-    assert not (repo / "metrics/deltas/mul_tokens.json").exists()  # delta track: baseline only
+    summary = json.loads((repo / "metrics/deltas/baseline-0.json").read_text())
+    assert set(summary["deltas"]) == {"sft_tulu", "sft_gsm8k", "rlvr", "dpo"}
+    assert summary["contrast"]["sft_gsm8k_vs_rlvr"]["magnitude_ratio"] > 0
+    report = repo / "reports/deltas/baseline-0"
+    assert (report / "tensors.csv").is_file()
+    assert "Published numbers beside ours" in (report / "report.md").read_text()
+    assert not (repo / "metrics/deltas/mul_tokens-0.json").exists()  # delta track: baseline only
+
+
+def test_behavior_of_the_post_trained_models(reproduced):
+    _, repo, _, _ = reproduced
+    behavior = json.loads((repo / "metrics/behavior/baseline-0.json").read_text())
+    assert set(behavior["models"]) == {"sft_tulu", "sft_gsm8k", "rlvr", "dpo"}
+    assert (repo / "reports/behavior/baseline-0/passk.png").stat().st_size > 1000
 
 
 def test_nothing_to_do_and_noop_is_fast(reproduced):
@@ -194,12 +219,14 @@ def test_param_change_reruns_only_downstream(reproduced):
     _, repo, _, _ = reproduced
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "micro results")
-    out = sh(repo, "dvc", "exp", "run", "-S", "sft_gsm8k.learning_rate=5.0e-4")
-    ran = _ran_stages(out.stdout)
-    assert {"sft_gsm8k@baseline-0", "sft_gsm8k@mul_tokens-0"} <= ran
-    assert not any(
-        s.startswith(("prepare_data", "build_tokenizer", "pretrain", "sft_tulu")) for s in ran
-    )
+    out = sh(repo, "dvc", "exp", "run", "-S", "rlvr.learning_rate=5.0e-5")
+    assert _ran_stages(out.stdout) == {
+        "rlvr@baseline-0",
+        "evaluate_track@baseline-0-rlvr",
+        "behavior@baseline-0",
+        "analyze_deltas@baseline-0",
+        "compare",
+    }
     sh(repo, "git", "checkout", "-q", "--", ".")
     sh(repo, "dvc", "checkout", "-q")
 

@@ -13,6 +13,7 @@ from deltalab.errors import DataError
 from deltalab.evaluation.compare import (
     build_compare,
     compare_prediction_files,
+    compare_stage_files,
     load_predictions,
     write_compare,
 )
@@ -214,6 +215,25 @@ def test_files_skip_unpaired_models(tmp_path: Path) -> None:
         compare_prediction_files(files, PARAMS)
     result = compare_prediction_files(files, PARAMS, skip_unpaired_models=True)
     assert set(result) == {"sft_gsm8k"}
+
+
+def test_stage_against_its_parent_within_each_condition(tmp_path: Path) -> None:
+    parent, child = [True, False, False, True, False], [True, True, True, False, False]
+    files = _write_all(
+        tmp_path,
+        {
+            ("baseline", 0, "sft_gsm8k"): records(parent),
+            ("baseline", 0, "dpo"): records(child),
+            ("mul_tokens", 0, "sft_gsm8k"): records(parent),  # no dpo here: left out
+        },
+    )
+    result = compare_stage_files(files, [("sft_gsm8k", "dpo"), ("sft_tulu", "rlvr")], PARAMS)
+    assert set(result) == {"baseline"} and set(result["baseline"]) == {"dpo_vs_sft_gsm8k"}
+    g = result["baseline"]["dpo_vs_sft_gsm8k"]["gsm8k"]
+    assert g["sft_gsm8k_accuracy"] == 0.4 and g["dpo_accuracy"] == 0.6
+    assert g["difference"] == pytest.approx(0.2)
+    # b: only the parent right (question 3); c: only dpo right (questions 1, 2)
+    assert (g["discordant_b"], g["discordant_c"]) == (1, 2)
 
 
 def test_params_validation() -> None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
-from deltalab.evaluation.params import CompareParams, EvaluateParams
+from deltalab.evaluation.params import BehaviorParams, CompareParams, EvaluateParams
 
 Condition = Literal["baseline", "mul_tokens"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -137,8 +137,46 @@ class SFTGsm8kParams(SFTParams):
     stop_eval_batch_size: PositiveInt = 32
 
 
+class DPOParams(SequenceTrainParams):
+    """DPO from sft_gsm8k on the preference pairs; the reference model is the frozen parent."""
+
+    learning_rate: LearningRate = 5.0e-5
+    beta: Annotated[float, Field(gt=0.0)] = 0.1
+    loss_type: Literal["sigmoid", "sigmoid_norm", "ipo", "hinge", "robust"] = "sigmoid"
+    # Weight of an added NLL loss on the chosen responses (RPO); 0 is plain DPO. Keeps the chosen
+    # likelihood from falling along with the rejected one.
+    sft_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
+    max_train_samples: PositiveInt | None = None
+
+
+class RLVRParams(TrainParams):
+    """GRPO from sft_tulu with a verifiable reward (extracted answer == gold number).
+
+    `batch_size` counts completions per step: `batch_size / num_generations` prompts per step.
+    """
+
+    learning_rate: LearningRate = 1.0e-4
+    num_generations: Annotated[int, Field(ge=2)] = 16
+    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8
+    max_completion_length: PositiveInt = 64
+    beta: Annotated[float, Field(ge=0.0)] = 0.02  # KL coefficient (0: no reference model)
+    test_size: PositiveInt = 200  # prompts held out (greedy accuracy vs the parent)
+    eval_batch_size: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _groups_fill_batches(self) -> RLVRParams:
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"rlvr.batch_size ({self.batch_size}) must be a multiple of rlvr.num_generations "
+                f"({self.num_generations}): each step samples whole groups"
+            )
+        return self
+
+
 class DeltaTrackParams(Section):
     conditions: list[Condition] = Field(default_factory=lambda: ["baseline"], min_length=1)
+    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
 
 
 class RuntimeParams(Section):
@@ -159,6 +197,8 @@ class _CoreParams(Section):
     pretrain: PretrainParams = PretrainParams()
     sft_tulu: SFTParams = SFTParams()
     sft_gsm8k: SFTGsm8kParams = SFTGsm8kParams()
+    dpo: DPOParams = DPOParams()
+    rlvr: RLVRParams = RLVRParams()
     delta_track: DeltaTrackParams = DeltaTrackParams()
     runtime: RuntimeParams = RuntimeParams()
 
@@ -168,7 +208,7 @@ class _CoreParams(Section):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {values}")
         sections = {"pretrain": self.pretrain, "sft_tulu": self.sft_tulu}
-        sections |= {"sft_gsm8k": self.sft_gsm8k}
+        sections |= {"sft_gsm8k": self.sft_gsm8k, "dpo": self.dpo}
         for name, section in sections.items():
             if section.max_length > self.model.n_positions:
                 raise ValueError(
@@ -178,6 +218,9 @@ class _CoreParams(Section):
         for cond in self.delta_track.conditions:
             if cond not in self.conditions:
                 raise ValueError(f"delta_track.conditions: {cond!r} is not in conditions")
+        for seed in self.delta_track.seeds:
+            if seed not in self.seeds:
+                raise ValueError(f"delta_track.seeds: {seed} is not in seeds {self.seeds}")
         return self
 
 
@@ -186,6 +229,7 @@ class Params(_CoreParams):
 
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()
+    behavior: BehaviorParams = BehaviorParams()
     analyze_deltas: AnalyzeDeltasParams = AnalyzeDeltasParams()
 
 

@@ -9,8 +9,14 @@ TOKENIZER = Path("models/tokenizer")
 
 
 def checkpoint(cond: str, seed: int, stage: str) -> Path:
-    """`models/<cond>/seed<seed>/<stage>/` (pretrain, sft_tulu, sft_gsm8k)."""
+    """`models/<cond>/seed<seed>/<stage>/` (pretrain, sft_tulu, sft_gsm8k, dpo, rlvr, ...)."""
     return Path("models") / cond / f"seed{seed}" / stage
+
+
+def dpo_exp_avg(cond: str, seed: int) -> Path:
+    """Final Adam first moments of the DPO run, by parameter name (beside the checkpoint, not in
+    it: the checkpoint directory holds only the model's own weights)."""
+    return Path("models") / cond / f"seed{seed}" / "dpo_exp_avg.safetensors"
 
 
 def train_metrics(stage: str, cond: str, seed: int) -> Path:

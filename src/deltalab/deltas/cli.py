@@ -43,13 +43,28 @@ def _labels(specs: list[str], labels: list[str] | None) -> list[str]:
     return out
 
 
+def _methods(specs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for spec in specs or []:
+        label, sep, method = spec.partition("=")
+        if not sep or not label:
+            raise ConfigError(f"--method {spec!r}: expected LABEL=sft|dpo|rlvr")
+        out[label] = method
+    return out
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
     from deltalab.deltas.analysis import DeltaInput, analyze
     from deltalab.deltas.io import resolve_checkpoint
-    from deltalab.deltas.params import AnalyzeDeltasParams
-    from deltalab.deltas.report import write_report
+    from deltalab.deltas.params import DEFAULT_METHODS, AnalyzeDeltasParams
+    from deltalab.deltas.report import CLAIMS, check_contrast, claims, write_report
 
+    labels = _labels(args.finetuned, args.label)
+    contrast = [tuple(c) for c in args.contrast] if args.contrast else None
+    if contrast is None:  # every pair of deltas, in the order given
+        contrast = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    check_contrast(dict.fromkeys(labels, args.base), contrast)
     overrides = {
         k: v
         for k, v in {
@@ -63,6 +78,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     }
     if args.no_rank:
         overrides["rank"] = False
+    overrides["contrast"] = contrast
+    overrides["methods"] = DEFAULT_METHODS | _methods(args.method)
     try:
         params = AnalyzeDeltasParams(**overrides)
     except ValueError as exc:
@@ -70,11 +87,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     base = resolve_checkpoint(args.base)
     deltas = [
         DeltaInput(label, base, resolve_checkpoint(spec))
-        for label, spec in zip(_labels(args.finetuned, args.label), args.finetuned, strict=True)
+        for label, spec in zip(labels, args.finetuned, strict=True)
     ]
     result = analyze(deltas, params, progress=not args.quiet)
     with atomic_dir(args.out) as tmp:
         write_report(result, tmp, title=args.title)
+    by_key = {c.key: c for c in CLAIMS}
+    for row in claims(result):
+        if row["subject"] is not None:
+            c = by_key[row["claim"]]
+            print(
+                f"{row['subject']}: {c.measured} = {c.format(row['value'])} "
+                f"(published {c.published}): {row['verdict']}"
+            )
     print(f"wrote {args.out}/report.md ({len(result.tensors)} tensor rows)")
     return 0
 
@@ -149,6 +174,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-rank", action="store_true", help="skip stable/effective ranks")
     p.add_argument("--rank-sketch-size", type=int, default=None, help="randomized SVD rank (64)")
     p.add_argument("--rank-power-iters", type=int, default=None, help="power iterations (1)")
+    p.add_argument(
+        "--contrast",
+        nargs=2,
+        action="append",
+        metavar=("SFT", "RL"),
+        help="two labels compared head-to-head with the published SFT-vs-RLVR numbers "
+        "(repeatable; default: every pair of --finetuned, in the order given)",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        metavar="LABEL=METHOD",
+        help="training method (sft, dpo, rlvr) of a delta, for the published per-method "
+        "numbers (repeatable; known by default: sft, sft_tulu, sft_gsm8k, dpo, "
+        "masked_dpo, rl, rlvr)",
+    )
     p.add_argument("--title", default="Weight deltas", help="report title")
     p.set_defaults(func=_cmd_analyze)
 

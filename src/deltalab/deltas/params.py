@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Method = Literal["sft", "dpo", "rlvr"]
+
+DEFAULT_METHODS: dict[str, Method] = {
+    "sft": "sft",
+    "sft_tulu": "sft",
+    "sft_gsm8k": "sft",
+    "dpo": "dpo",
+    "masked_dpo": "dpo",
+    "rl": "rlvr",
+    "rlvr": "rlvr",
+}
 
 
 class AnalyzeDeltasParams(BaseModel):
@@ -11,9 +25,25 @@ class AnalyzeDeltasParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pairs: list[tuple[str, str]] = Field(
-        default=[("pretrain", "sft_tulu"), ("sft_tulu", "sft_gsm8k")],
+        default=[
+            ("pretrain", "sft_tulu"),
+            ("sft_tulu", "sft_gsm8k"),
+            ("sft_tulu", "rlvr"),
+            ("sft_gsm8k", "dpo"),
+        ],
         description="(base, finetuned) checkpoint names of the pipeline; deltas that share a "
         "base are compared with each other (cosine, sign agreement) automatically",
+    )
+    contrast: list[tuple[str, str]] = Field(
+        default=[("sft_gsm8k", "rlvr")],
+        description="(a, b) delta labels of one base compared head-to-head with the published "
+        "SFT-vs-RLVR numbers (a: the SFT-like delta, b: the RL-like one; ‖τ_a‖/‖τ_b‖ is "
+        "reported); every label must be a delta of `pairs` (checked when the stage starts)",
+    )
+    methods: dict[str, Method] = Field(
+        default_factory=lambda: dict(DEFAULT_METHODS),
+        description="training method (sft, dpo, rlvr) of each delta label or finetuned "
+        "checkpoint name, for the published per-method numbers; unlisted deltas get none",
     )
     atol: float = Field(1e-5, gt=0, description="|Δ| ≤ atol counts as unchanged")
     top_ratio: float = Field(
@@ -45,3 +75,24 @@ class AnalyzeDeltasParams(BaseModel):
             if base == finetuned:
                 raise ValueError(f"pair ({base}, {finetuned}) compares a checkpoint with itself")
         return pairs
+
+    @field_validator("contrast")
+    @classmethod
+    def _distinct_contrast(cls, contrast: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for a, b in contrast:
+            if a == b:
+                raise ValueError(f"contrast ({a}, {b}) compares a delta with itself")
+        return contrast
+
+    def deltas(self) -> list[tuple[str, str, str]]:
+        """(label, base, finetuned) of each pair: the label is the finetuned name, or
+        `<finetuned>_from_<base>` when that name is the finetuned side of several pairs."""
+        finetuned = [ft for _, ft in self.pairs]
+        return [
+            (ft if finetuned.count(ft) == 1 else f"{ft}_from_{base}", base, ft)
+            for base, ft in self.pairs
+        ]
+
+    def method_of(self, label: str) -> Method | None:
+        """The method of a delta: its label, else the finetuned name before `_from_`."""
+        return self.methods.get(label) or self.methods.get(label.split("_from_")[0])

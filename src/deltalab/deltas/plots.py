@@ -105,3 +105,47 @@ def histograms(hists: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def methods(deltas: dict[str, dict], path: Path) -> None:
+    """Two panels comparing the deltas: unchanged shares (exact zero, |Δ| ≤ atol,
+    bf16-unchanged) and the energy share of each module. `deltas`: label → {"method",
+    "total": metrics, "modules": {module: energy share}}."""
+    plt = _plt()
+    labels = list(deltas)
+    names = [f"{k}\n({d['method']})" if d.get("method") else k for k, d in deltas.items()]
+    modules = [m for m in MODULES if any(m in d["modules"] for d in deltas.values())]
+    fig, axes = plt.subplots(
+        1, 2, figsize=(5 + 0.9 * len(labels) + 0.5 * len(modules), 3.6), squeeze=False
+    )
+    ax = axes[0, 0]
+    shares = [("exact zero", "frac_zero"), ("|Δ| ≤ atol", "frac_unchanged_atol")]
+    shares.append(("bf16-unchanged", "frac_unchanged_bf16"))
+    width = 0.8 / len(shares)
+    x = np.arange(len(labels))
+    for i, (name, key) in enumerate(shares):
+        values = [deltas[k]["total"].get(key) for k in labels]
+        ax.bar(x + (i - (len(shares) - 1) / 2) * width, _nan(values), width, label=name)
+    ax.set_xticks(x, names, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of entries")
+    ax.set_title("unchanged entries per delta", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    width = 0.8 / max(len(labels), 1)
+    x = np.arange(len(modules))
+    for i, (label, name) in enumerate(zip(labels, names, strict=True)):
+        values = [deltas[label]["modules"].get(m) for m in modules]
+        offset = (i - (len(labels) - 1) / 2) * width
+        ax.bar(x + offset, _nan(values), width, label=name.replace("\n", " "))
+    ax.set_xticks(x, modules, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("share of ‖Δ‖²")
+    ax.set_title("energy share per module", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _nan(values: list) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]

@@ -207,6 +207,31 @@ def compare_prediction_files(
     )
 
 
+def compare_stage_files(
+    paths: Mapping[Key, str | os.PathLike],
+    stage_pairs: Sequence[tuple[str, str]],
+    params: CompareParams,
+) -> dict[str, Any]:
+    """Within each condition, each (reference, treatment) pair of model stages evaluated on the
+    same questions, e.g. (sft_gsm8k, dpo): `{cond: {"<treatment>_vs_<reference>": {...}}}` with the
+    fields of `build_compare` (accuracies named after the two stages). Pairs whose files are
+    absent for a condition are left out."""
+    out: dict[str, Any] = {}
+    for cond in sorted({c for c, _, _ in paths}):
+        for reference, treatment in stage_pairs:
+            # Relabel (cond, seed, model) as (model, seed, cond): the two stages play the two
+            # "conditions" of the paired comparison.
+            keys = {(m, s, cond): p for (c, s, m), p in paths.items() if c == cond}
+            keys = {k: p for k, p in keys.items() if k[0] in (reference, treatment)}
+            if {k[0] for k in keys} != {reference, treatment}:
+                continue
+            result = compare_prediction_files(
+                keys, params, reference=reference, treatment=treatment
+            )
+            out.setdefault(cond, {})[f"{treatment}_vs_{reference}"] = result[cond]
+    return out
+
+
 def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:
     """Atomically write compare.json."""
     write_json(path, result)

@@ -5,13 +5,15 @@ at once) and batched; results come back in the caller's order. A row that emits 
 batch at once, cache included, so one long answer does not keep a whole batch of finished rows
 decoding (`model.generate` would). `generate_one_at_a_time` is the unbatched `model.generate`
 reference used by the tests and the throughput bench: both must produce the same tokens.
+`_decode_batch` takes the token choice as a parameter (argmax here); `sampling.py` reuses the same
+loop for seeded sampling.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -142,21 +144,39 @@ def _forward_accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+class CacheCannotRepeat(ValueError):
+    """`_decode_batch(repeat > 1)` on a cache whose rows cannot be copied (static, hybrid)."""
+
+
+# Chooses the next token of every row still in the batch: (last-position logits of those rows,
+# their row numbers in the full batch, decoding step) -> token ids, one per row.
+Pick = Callable[[torch.Tensor, list[int], int], torch.Tensor]
+
+
+def _argmax(logits: torch.Tensor, rows: list[int], step: int) -> torch.Tensor:
+    return logits.float().argmax(dim=-1)
+
+
 def _decode_batch(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     max_new_tokens: int,
     eos_ids: list[int],
+    pick: Pick = _argmax,
+    repeat: int = 1,
 ) -> list[list[int]]:
-    """Greedy new tokens of each left-padded row, up to and including its EOS.
+    """New tokens of each left-padded row (greedy unless `pick` says otherwise), up to and
+    including its EOS.
 
     A row that emits EOS leaves the batch and the KV cache when the cache allows it; otherwise it
-    rides along and its further tokens are ignored.
+    rides along and its further tokens are ignored. `repeat` > 1 decodes every prompt that many
+    times: the prompt is encoded once and its KV cache copied (rows `i * repeat + j`).
     """
-    new_tokens: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
-    done = [False] * input_ids.shape[0]
-    rows = list(range(input_ids.shape[0]))  # the batch row of each sequence still in the batch
+    n_rows = input_ids.shape[0] * repeat
+    new_tokens: list[list[int]] = [[] for _ in range(n_rows)]
+    done = [False] * n_rows
+    rows = list(range(n_rows))  # the batch row of each sequence still in the batch
     stop = set(eos_ids)
     extra = {}
     if _forward_accepts(model, "logits_to_keep"):
@@ -169,8 +189,16 @@ def _decode_batch(
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
     cache, next_position = out.past_key_values, positions[:, -1:] + 1
     can_drop = _rows_can_leave(cache)
+    logits = out.logits[:, -1, :]
+    if repeat > 1:
+        if not can_drop:  # only plain attention caches copy rows consistently
+            raise CacheCannotRepeat("this model's KV cache cannot copy rows; repeat the prompts")
+        cache.batch_repeat_interleave(repeat)
+        logits, attention_mask, next_position = (
+            t.repeat_interleave(repeat, dim=0) for t in (logits, attention_mask, next_position)
+        )
     for step in range(max_new_tokens):
-        tokens = out.logits[:, -1, :].float().argmax(dim=-1)
+        tokens = pick(logits, rows, step)
         for row, token in zip(rows, tokens.tolist(), strict=True):
             if not done[row]:
                 new_tokens[row].append(token)
@@ -196,6 +224,7 @@ def _decode_batch(
             use_cache=True,
             **step_extra,
         )
+        logits = out.logits[:, -1, :]
         next_position = next_position + 1
     return new_tokens
 

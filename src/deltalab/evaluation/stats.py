@@ -41,8 +41,8 @@ def discordant_counts(reference: Sequence[bool], treatment: Sequence[bool]) -> t
 
 
 def paired_bootstrap_ci(
-    reference: Sequence[bool],
-    treatment: Sequence[bool],
+    reference: Sequence[float],
+    treatment: Sequence[float],
     *,
     n_bootstrap: int = 10_000,
     confidence: float = 0.95,
@@ -50,6 +50,8 @@ def paired_bootstrap_ci(
     clusters: Sequence[Hashable] | None = None,
 ) -> tuple[float, float]:
     """Percentile interval of mean(treatment) - mean(reference) under paired resampling.
+
+    Outcomes are 0/1 (correct or not) or any per-question score, e.g. a pass@k estimate.
 
     `clusters` (one label per pair, e.g. the question id when pairs from several seeds are pooled)
     makes whole clusters the resampling unit.

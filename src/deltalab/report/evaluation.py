@@ -61,16 +61,21 @@ def write_plot_data(table: pd.DataFrame, out_dir: Path, models: list[str]) -> No
 
 
 def plot_accuracy(table: pd.DataFrame, models: list[str], out: Path) -> None:
-    """Two panels: GSM8K accuracy by stage, and probe accuracy per family (final model)."""
+    """Two panels: GSM8K accuracy by stage (a model a condition lacks, e.g. a delta-track model,
+    is a gap), and probe accuracy per family of the last model every condition has."""
     mean = table.groupby(["model", "condition"]).mean(numeric_only=True)
     conditions = sorted(table["condition"].unique())
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for cond in conditions:
-        ys = [mean.loc[(m, cond), "gsm8k_accuracy"] for m in models]
+        ys = [
+            mean.loc[(m, cond), "gsm8k_accuracy"] if (m, cond) in mean.index else float("nan")
+            for m in models
+        ]
         left.plot(models, ys, marker="o", label=cond)
     left.set(title="GSM8K accuracy by stage", ylabel="accuracy", ylim=(0, 1))
+    left.tick_params(axis="x", labelrotation=20)
     left.legend()
-    final = models[-1]
+    final = [m for m in models if all((m, c) in mean.index for c in conditions)][-1]
     width = 0.8 / max(1, len(conditions))
     for i, cond in enumerate(conditions):
         ys = [

@@ -1,0 +1,84 @@
+"""DPO with TRL's `DPOTrainer` on `{prompt, chosen, rejected}` preference pairs.
+
+The prompt is rendered exactly as evaluation renders it (`User: {question}\\nAssistant:`) and each
+response follows it after one space, with EOS appended by TRL: the same text the SFT chat template
+produced, so DPO continues from the distribution SFT learned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import DPOConfig, DPOTrainer
+
+from deltalab.config import DPOParams
+from deltalab.data import read_jsonl
+from deltalab.errors import DataError
+from deltalab.evaluation.generation import format_prompt
+from deltalab.train.recipe import TrainingRun
+
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def load_preference_rows(path: str | os.PathLike) -> list[dict]:
+    """Preference pairs; a missing field, a non-string or an empty text is an error naming the
+    file and row, and so is a pair whose chosen and rejected texts are the same."""
+    rows = read_jsonl(path, PREFERENCE_FIELDS)
+    for i, row in enumerate(rows):
+        for key in PREFERENCE_FIELDS:
+            if not isinstance(row[key], str) or not row[key].strip():
+                raise DataError(f"{path}: row {i}: field {key!r} must be a non-empty string")
+        if row["chosen"] == row["rejected"]:
+            raise DataError(f"{path}: row {i}: chosen and rejected are identical")
+    return rows
+
+
+def preference_dataset(rows: Sequence[dict], inject: Callable[[str], str]) -> Dataset:
+    """TRL's standard preference format; `inject` rewrites the responses (mul_tokens condition)."""
+    return Dataset.from_list(
+        [
+            {
+                "prompt": format_prompt(r["prompt"]),
+                "chosen": " " + inject(r["chosen"]),
+                "rejected": " " + inject(r["rejected"]),
+            }
+            for r in rows
+        ]
+    )
+
+
+def dpo_trainer(
+    model: PreTrainedModel,
+    reference: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    run: TrainingRun,
+    cfg: DPOParams,
+    train: Dataset,
+    val: Dataset,
+    optimizers: tuple = (None, None),
+) -> DPOTrainer:
+    """A DPOTrainer against a frozen `reference` (loaded once by the caller, never reloaded)."""
+    losses, weights = [cfg.loss_type], [1.0]
+    if cfg.sft_loss_weight:
+        losses, weights = [*losses, "sft"], [*weights, cfg.sft_loss_weight]
+    config = DPOConfig(
+        **run.trainer_args(cfg),
+        beta=cfg.beta,
+        loss_type=losses,
+        loss_weights=weights,
+        max_length=cfg.max_length,
+        dataset_num_proc=None,
+    )
+    return DPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=config,
+        train_dataset=train,
+        eval_dataset=val,
+        processing_class=tokenizer,
+        callbacks=run.callbacks,
+        optimizers=optimizers,
+    )

@@ -1,0 +1,56 @@
+"""behavior@<cond>-<seed>: greedy accuracy, pass@k, diversity, confidence and length of the
+post-trained checkpoints on the same GSM8K test questions, with paired comparisons."""
+
+from pathlib import Path
+
+from deltalab import paths, stage
+from deltalab.errors import CheckpointError
+from deltalab.evaluation.behavior import run_behavior
+from deltalab.evaluation.scoring import load_gsm8k
+from deltalab.models import configure_torch
+from deltalab.report.behavior import write_behavior
+
+
+def main(params, cond: str, seed: int) -> None:
+    stage.require_delta_track(params, cond, seed)
+    configure_torch(params.runtime)
+    p = params.behavior
+    checkpoints = {model: paths.checkpoint(cond, seed, model) for model in p.models}
+    for model, path in checkpoints.items():  # fail before any model is loaded
+        if not (path / "config.json").is_file():
+            what = "no config.json" if path.is_dir() else "checkpoint directory not found"
+            raise CheckpointError(
+                f"{path}: {what} (behavior reads {', '.join(p.models)}; "
+                f"run `dvc repro {model}@{cond}-{seed}`?)"
+            )
+    rows = load_gsm8k(paths.DATA / "gsm8k/test.jsonl", limit=p.questions)
+    result = run_behavior(
+        checkpoints,
+        rows,
+        p,
+        device=params.runtime.device,
+        dtype="bfloat16" if params.runtime.bf16 else "float32",
+        trust_remote_code=params.runtime.trust_remote_code,
+    )
+    name = f"{cond}-{seed}"
+    write_behavior(
+        result.metrics,
+        result.records,
+        p.models,
+        metrics_path=Path("metrics/behavior") / f"{name}.json",
+        plot_csv=Path("metrics/plots/behavior") / name / "passk.csv",
+        report_dir=paths.REPORTS / "behavior" / name,
+        title=f"{cond}, seed {seed} (temperature {p.temperature}, top-p {p.top_p})",
+    )
+    n = p.samples
+    for model in p.models:
+        m = result.metrics["models"][model]
+        print(
+            f"{cond}/seed{seed}/{model}: greedy {m['greedy']['accuracy']:.3f}, "
+            f"pass@1 {m['pass_at_k']['k1']:.3f}, pass@{n} {m['pass_at_k'][f'k{n}']:.3f}, "
+            f"distinct answers {m['diversity']['distinct_answers']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    stage.run(main, cond=str, seed=int)

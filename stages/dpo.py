@@ -1,0 +1,43 @@
+"""dpo@<cond>-<seed> (delta track): DPO from sft_gsm8k on the preference pairs, against the frozen
+parent as reference. Saves the final Adam first moments (`exp_avg`, by parameter name) beside the
+checkpoint for the momentum masks."""
+
+from safetensors.torch import save_file
+
+from deltalab import paths, stage
+from deltalab.atomic import atomic_file
+from deltalab.tokens import inject_mul_tokens
+from deltalab.train.dpo import dpo_trainer, load_preference_rows, preference_dataset
+from deltalab.train.recipe import TrainingRun, optimizer_state
+
+
+def main(params, cond: str, seed: int) -> None:
+    stage.require_delta_track(params, cond, seed)
+    cfg = params.dpo
+    rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
+    if cfg.max_train_samples:
+        rows = rows[: cfg.max_train_samples]
+    n_val = max(1, int(len(rows) * cfg.val_fraction))  # held out: validation reward accuracy
+    inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
+    train, val = preference_dataset(rows[n_val:], inject), preference_dataset(rows[:n_val], inject)
+
+    parent = paths.checkpoint(cond, seed, "sft_gsm8k")
+    out = paths.checkpoint(cond, seed, "dpo")
+    logs = paths.train_metrics("dpo", cond, seed)
+    with TrainingRun(out, logs, params.runtime, seed) as run:
+        model, tokenizer = run.load_parent(parent)
+        reference = run.load_frozen(parent)
+        trainer = dpo_trainer(model, reference, tokenizer, run, cfg, train, val)
+        final = run.train(trainer)
+        for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):
+            run.summary[f"final/eval_{key}"] = final[f"eval_{key}"]
+        run.summary["final/val_pairs"] = len(val)
+
+        exp_avg = optimizer_state(trainer, model, "exp_avg")
+        with atomic_file(paths.dpo_exp_avg(cond, seed)) as tmp:
+            save_file(exp_avg, str(tmp), metadata={"source": str(out), "steps": str(cfg.max_steps)})
+        run.save(model, tokenizer)
+
+
+if __name__ == "__main__":
+    stage.run(main, cond=str, seed=int)
