@@ -9,8 +9,6 @@ reports/deltas/<cond>-<seed>/; a member outside the delta track, a bad contrast 
 checkpoint fails before anything is read or written.
 """
 
-from pathlib import Path
-
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
 from deltalab.deltas.analysis import DeltaInput, analyze
@@ -35,10 +33,9 @@ def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     deltas = [DeltaInput(label, opened[base], opened[ft]) for label, base, ft in members]
     result = analyze(deltas, cfg)
-    name = f"{cond}-{seed}"
-    with atomic_dir(Path("reports/deltas") / name) as tmp:
+    with atomic_dir(paths.REPORTS / "deltas" / paths.member(cond, seed)) as tmp:
         write_report(result, tmp, title=f"Weight deltas: {cond}, seed {seed}")
-    write_json(Path("metrics/deltas") / f"{name}.json", metrics(result))
+    write_json(paths.delta_metrics(cond, seed), metrics(result))
 
 
 if __name__ == "__main__":

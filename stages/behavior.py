@@ -32,12 +32,12 @@ def main(params, cond: str, seed: int) -> None:
         dtype="bfloat16" if params.runtime.bf16 else "float32",
         trust_remote_code=params.runtime.trust_remote_code,
     )
-    name = f"{cond}-{seed}"
+    name = paths.member(cond, seed)
     write_behavior(
         result.metrics,
         result.records,
         p.models,
-        metrics_path=Path("metrics/behavior") / f"{name}.json",
+        metrics_path=paths.behavior_metrics(cond, seed),
         plot_csv=Path("metrics/plots/behavior") / name / "passk.csv",
         report_dir=paths.REPORTS / "behavior" / name,
         title=f"{cond}, seed {seed} (temperature {p.temperature}, top-p {p.top_p})",

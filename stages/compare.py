@@ -35,7 +35,7 @@ def main(params) -> None:
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}
     table = accuracy_table(metrics)
     write_plot_data(table, paths.EVAL_PLOTS, [*models, *track])
-    plot_accuracy(table, [*models, *track], paths.REPORTS / "evaluation" / "accuracy.png")
+    plot_accuracy(table, models, paths.REPORTS / "evaluation" / "accuracy.png", branches=track)
     write_compare(paths.COMPARE, result)
     for model in models:
         g = result[model]["gsm8k"]

@@ -22,6 +22,7 @@ from deltalab.models import build_gpt2, load_model, save_checkpoint
 from deltalab.stage import require_delta_track
 from deltalab.train.dpo import load_preference_rows
 from deltalab.train.grpo import RewardGuard, load_rlvr_rows, reward_by_fifth, verifiable_reward
+from deltalab.train.recipe import TrainingRun
 from tests.helpers import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,9 @@ def test_dpo_stage_trains_against_a_frozen_parent_and_saves_moments(tiny_workspa
     assert summary["final/val_pairs"] == 4
     assert 0.0 <= summary["final/eval_rewards/accuracies"] <= 1.0
     assert summary["step"] == 4
+    assert (paths.train_metrics("dpo", "baseline", 0) / "plots/metrics/eval/loss.tsv").is_file()
     assert not list(out.parent.glob(".*tmp*"))  # nothing half-written left behind
+    assert not list(paths.train_metrics("dpo", "baseline", 0).parent.glob(".*tmp*"))
 
 
 def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeypatch):
@@ -199,7 +202,21 @@ def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeyp
     assert summary["heldout/gained"] + summary["heldout/lost"] <= 6
     assert 0.0 <= summary["heldout/mcnemar_p"] <= 1.0
     assert "reward" in summary and "kl" in summary
+    # wall-clock figures stay out of the Git-tracked log, so reruns are byte-identical
+    logs = paths.train_metrics("rlvr", "baseline", 0)
+    assert "step_time" not in summary and not (logs / "plots/metrics/step_time.tsv").exists()
     assert load_model(paths.checkpoint("baseline", 0, "rlvr")).config.use_cache
 
     with pytest.raises(DataError, match="20 prompts, but rlvr.test_size is 20"):
         _load_stage("rlvr").main(_params(rlvr=rlvr | {"test_size": 20}), "baseline", 0)
+
+
+def test_a_failed_run_leaves_no_log_and_no_checkpoint(tmp_path):
+    runtime = _params().runtime
+    out, logs = tmp_path / "models/x", tmp_path / "metrics/train/x/baseline-0"
+    with pytest.raises(RuntimeError, match="boom"), TrainingRun(out, logs, runtime, 0) as run:
+        run.live.log_metric("loss", 1.0)
+        run.live.next_step()
+        raise RuntimeError("boom")
+    assert not out.exists() and not logs.exists()
+    assert not list((tmp_path / "metrics/train/x").iterdir())  # no hidden log left either

@@ -37,3 +37,18 @@ def eval_metrics(cond: str, seed: int, model: str) -> Path:
 def predictions(cond: str, seed: int, model: str) -> Path:
     """Per-question predictions of one evaluation (a DVC-cached output)."""
     return REPORTS / "predictions" / cond / f"seed{seed}" / f"{model}.jsonl"
+
+
+def member(cond: str, seed: int) -> str:
+    """The `<cond>-<seed>` name of a delta-track member in metrics and report paths."""
+    return f"{cond}-{seed}"
+
+
+def behavior_metrics(cond: str, seed: int) -> Path:
+    """`metrics/behavior/<cond>-<seed>.json` (Git-tracked)."""
+    return Path("metrics/behavior") / f"{member(cond, seed)}.json"
+
+
+def delta_metrics(cond: str, seed: int) -> Path:
+    """`metrics/deltas/<cond>-<seed>.json` (Git-tracked)."""
+    return Path("metrics/deltas") / f"{member(cond, seed)}.json"

@@ -131,6 +131,33 @@ def _check_args(max_new_tokens: int, batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 
 
+def _longest_first(seqs: Sequence[Sequence[int]]) -> list[int]:
+    """Indices by decreasing length (ties by index): a batch too big for memory fails at once."""
+    return sorted(range(len(seqs)), key=lambda i: (-len(seqs[i]), i))
+
+
+def _prepare(
+    tokenizer, prompts: Sequence[str], model, max_new_tokens: int, eos_token_id
+) -> tuple[list[int], int, list[list[int]], list[int]]:
+    """(eos ids, pad id, encoded prompts, longest-first order) of a generation call."""
+    eos_ids = _eos_ids(tokenizer, eos_token_id)
+    encoded = _encode(tokenizer, prompts, model, max_new_tokens)
+    return eos_ids, _pad_id(tokenizer, eos_ids), encoded, _longest_first(encoded)
+
+
+def _left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row ending at the last column."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
 def _rows_can_leave(cache) -> bool:
     """Whether finished rows can be cut out of this KV cache: only plain (sliding) attention
     layers slice consistently; static, linear-attention and hybrid layers keep more state."""
@@ -244,26 +271,16 @@ def generate_greedy(
     _check_args(max_new_tokens, batch_size)
     if not prompts:
         return []
-    eos_ids = _eos_ids(tokenizer, eos_token_id)
-    pad_id = _pad_id(tokenizer, eos_ids)
-    encoded = _encode(tokenizer, prompts, model, max_new_tokens)
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
-    device = model.device
+    eos_ids, pad_id, encoded, order = _prepare(
+        tokenizer, prompts, model, max_new_tokens, eos_token_id
+    )
     results: list[Generation | None] = [None] * len(encoded)
     bar = tqdm(total=len(encoded), desc=desc, unit="q", disable=not progress)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):  # left padding: the prompt ends at the last column
-                ids = encoded[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
-            new_tokens = _decode_batch(
-                model, input_ids.to(device), attention_mask.to(device), max_new_tokens, eos_ids
-            )
+            input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id, model.device)
+            new_tokens = _decode_batch(model, input_ids, attention_mask, max_new_tokens, eos_ids)
             for row, i in enumerate(batch):
                 results[i] = _finish(tokenizer, new_tokens[row], eos_ids)
             bar.update(len(batch))

@@ -40,7 +40,10 @@ from deltalab.evaluation.generation import (
     _eos_ids,
     _finish,
     _forward_accepts,
+    _left_pad,
+    _longest_first,
     _pad_id,
+    _prepare,
 )
 
 
@@ -109,17 +112,12 @@ def _sample_batch(
 ) -> list[list[int]]:
     """New tokens of rows `k * n + j` (sample j of prompt k), left-padded like greedy batches."""
     copies = 1 if expand_cache else n  # rows of each prompt in the input
-    width = max(len(ids) for ids in prompt_ids)
-    input_ids = torch.full((len(prompt_ids) * copies, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for k, ids in enumerate(prompt_ids):  # left padding: the prompt ends at the last column
-        for row in range(k * copies, (k + 1) * copies):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
+    rows = [ids for ids in prompt_ids for _ in range(copies)]
+    input_ids, attention_mask = _left_pad(rows, pad_id, model.device)
     return _decode_batch(
         model,
-        input_ids.to(model.device),
-        attention_mask.to(model.device),
+        input_ids,
+        attention_mask,
         max_new_tokens,
         eos_ids,
         pick=pick,
@@ -152,10 +150,9 @@ def generate_samples(
     _check_sampling(n, temperature, top_p)
     if not prompts:
         return []
-    eos_ids = _eos_ids(tokenizer, eos_token_id)
-    pad_id = _pad_id(tokenizer, eos_ids)
-    encoded = _encode(tokenizer, prompts, model, max_new_tokens)
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    eos_ids, pad_id, encoded, order = _prepare(
+        tokenizer, prompts, model, max_new_tokens, eos_token_id
+    )
     per_batch = max(1, batch_size // n)
     results: list[list[Generation]] = [[] for _ in encoded]
     bar = tqdm(total=len(encoded), desc=desc, unit="q", disable=not progress)
@@ -224,29 +221,21 @@ def response_confidence(
     pad_id = _pad_id(tokenizer, _eos_ids(tokenizer, None))
     keep_logits = _forward_accepts(model, "logits_to_keep")
     with_positions = _forward_accepts(model, "position_ids")
-    order = sorted(range(len(full)), key=lambda i: (-len(full[i]), i))
+    order = _longest_first(full)
     results: list[Confidence | None] = [None] * len(full)
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            width = max(len(full[i]) for i in batch)
             longest = max(len(responses[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros_like(input_ids)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(full[i]) :] = torch.tensor(full[i], dtype=torch.long)
-                attention_mask[row, width - len(full[i]) :] = 1
+            input_ids, attention_mask = _left_pad([full[i] for i in batch], pad_id, model.device)
             extra: dict = {}
             if with_positions:
-                positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-                extra["position_ids"] = positions.to(model.device)
+                extra["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             if keep_logits:
                 extra["logits_to_keep"] = longest + 1
-            logits = model(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention_mask.to(model.device),
-                **extra,
-            ).logits[:, -(longest + 1) :]
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits[
+                :, -(longest + 1) :
+            ]
             # column c of `logits` predicts the token at column c + 1 of the last longest+1 ones
             for row, i in enumerate(batch):
                 size = len(responses[i])

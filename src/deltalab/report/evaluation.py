@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,22 +60,28 @@ def write_plot_data(table: pd.DataFrame, out_dir: Path, models: list[str]) -> No
         pd.DataFrame(probes).to_csv(tmp, index=False, float_format="%.4f")
 
 
-def plot_accuracy(table: pd.DataFrame, models: list[str], out: Path) -> None:
-    """Two panels: GSM8K accuracy by stage (a model a condition lacks, e.g. a delta-track model,
-    is a gap), and probe accuracy per family of the last model every condition has."""
+def plot_accuracy(
+    table: pd.DataFrame, models: list[str], out: Path, branches: Sequence[str] = ()
+) -> None:
+    """Two panels: GSM8K accuracy along the stage sequence `models`, with `branches` (models
+    trained off that sequence, e.g. rlvr, dpo) as unconnected markers where a condition has them;
+    and probe accuracy per family of the last of `models`."""
     mean = table.groupby(["model", "condition"]).mean(numeric_only=True)
     conditions = sorted(table["condition"].unique())
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    stages = [*models, *branches]
     for cond in conditions:
         ys = [
             mean.loc[(m, cond), "gsm8k_accuracy"] if (m, cond) in mean.index else float("nan")
-            for m in models
+            for m in stages
         ]
-        left.plot(models, ys, marker="o", label=cond)
-    left.set(title="GSM8K accuracy by stage", ylabel="accuracy", ylim=(0, 1))
+        (line,) = left.plot(models, ys[: len(models)], marker="o", label=cond)
+        left.plot(stages[len(models) :], ys[len(models) :], "D", color=line.get_color())
     left.tick_params(axis="x", labelrotation=20)
+    final = models[-1]
+    title = "GSM8K accuracy by stage" + (" (◆ trained off it)" if branches else "")
+    left.set(title=title, ylabel="accuracy", ylim=(0, 1))
     left.legend()
-    final = [m for m in models if all((m, c) in mean.index for c in conditions)][-1]
     width = 0.8 / max(1, len(conditions))
     for i, cond in enumerate(conditions):
         ys = [

@@ -11,7 +11,7 @@ from transformers.integrations import DVCLiveCallback
 
 # Wall-clock figures differ on every run: keeping them out of Git-tracked metrics keeps
 # `dvc metrics diff` about the experiment, and reruns byte-identical.
-_NOISY = re.compile(r"runtime|per_second|total_flos")
+_NOISY = re.compile(r"runtime|per_second|total_flos|step_time")
 
 
 class StepAlignedDVCLiveCallback(DVCLiveCallback):

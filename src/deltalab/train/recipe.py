@@ -11,14 +11,16 @@ state afterwards (optimizer moments, log history), and ends with `run.save(model
         run.train(trainer)
         run.save(model, tokenizer)
 
-Trainers write only to a scratch directory; the stage output appears (atomically) at `save`, so an
-interrupted stage never leaves a partial checkpoint behind.
+Trainers write only to a scratch directory and dvclive to a hidden sibling of the metrics directory;
+both stage outputs appear (atomically) at `save`, so an interrupted or failed stage never leaves a
+partial checkpoint or half a training log behind.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,13 @@ class TrainingRun:
         seed: int,
     ) -> None:
         self.out, self.runtime, self.seed = Path(out), runtime, seed
+        self.metrics_dir = Path(metrics_dir)
         configure_torch(runtime)
         set_seed(seed)
-        self.live = open_live(metrics_dir)
+        # A fixed name, so a run killed mid-way leaves at most one stale log that the next removes.
+        self._live_dir = self.metrics_dir.with_name(f".{self.metrics_dir.name}.tmp-live")
+        shutil.rmtree(self._live_dir, ignore_errors=True)
+        self.live = open_live(self._live_dir)
         self._scratch = tempfile.TemporaryDirectory(prefix="deltalab-trainer-")
         self.callbacks = [dvclive_callback(self.live)]
 
@@ -55,6 +61,7 @@ class TrainingRun:
 
     def __exit__(self, *exc_info: object) -> None:
         self._scratch.cleanup()
+        shutil.rmtree(self._live_dir, ignore_errors=True)  # left only when `save` never ran
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -116,11 +123,13 @@ class TrainingRun:
         return final
 
     def save(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Write the summary, then the checkpoint, atomically, at the stage output."""
-        self.live.make_summary()
+        """Write the checkpoint, then the training log with its summary, each atomically."""
         model.config.use_cache = True
         with atomic_dir(self.out) as tmp:
             save_checkpoint(model, tokenizer, tmp)
+        self.live.make_summary()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        os.replace(self._live_dir, self.metrics_dir)
 
 
 def final_eval_metrics(trainer) -> dict[str, float]:
