@@ -19,7 +19,6 @@ from deltalab.models import configure_torch
 
 
 def main(params, cond: str, seed: int) -> None:
-    stage.require_delta_track(params, cond, seed)
     cfg = params.analyze_deltas
     members = cfg.deltas()  # (label, base, finetuned)
     check_contrast({label: base for label, base, _ in members}, cfg.contrast)

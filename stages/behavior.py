@@ -12,7 +12,6 @@ from deltalab.report.behavior import write_behavior
 
 
 def main(params, cond: str, seed: int) -> None:
-    stage.require_delta_track(params, cond, seed)
     configure_torch(params.runtime)
     p = params.behavior
     checkpoints = {model: paths.checkpoint(cond, seed, model) for model in p.models}

@@ -12,7 +12,6 @@ from deltalab.train.recipe import TrainingRun, optimizer_state
 
 
 def main(params, cond: str, seed: int) -> None:
-    stage.require_delta_track(params, cond, seed)
     cfg = params.dpo
     rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
     if cfg.max_train_samples:
@@ -35,7 +34,8 @@ def main(params, cond: str, seed: int) -> None:
 
         exp_avg = optimizer_state(trainer, model, "exp_avg")
         with atomic_file(paths.dpo_exp_avg(cond, seed)) as tmp:
-            save_file(exp_avg, str(tmp), metadata={"source": str(out), "steps": str(cfg.max_steps)})
+            # One metadata entry: safetensors writes several in hash order, not byte-stable.
+            save_file(exp_avg, str(tmp), metadata={"deltalab": f"exp_avg of {out}"})
         run.save(model, tokenizer)
 
 

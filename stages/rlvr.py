@@ -17,7 +17,6 @@ from deltalab.train.recipe import TrainingRun
 
 
 def main(params, cond: str, seed: int) -> None:
-    stage.require_delta_track(params, cond, seed)
     cfg = params.rlvr
     source = paths.DATA / "rlvr/train.jsonl"
     rows = load_rlvr_rows(source)

@@ -11,17 +11,7 @@ from typing import Any
 import transformers
 
 from deltalab.config import load_params
-from deltalab.errors import ConfigError, DeltalabError
-
-
-def require_delta_track(params, cond: str, seed: int) -> None:
-    """Delta-track stages run only for `delta_track.conditions` × `delta_track.seeds`."""
-    if cond not in params.delta_track.conditions:
-        raise ConfigError(
-            f"delta_track.conditions: {cond!r} is not one of {params.delta_track.conditions}"
-        )
-    if seed not in params.delta_track.seeds:
-        raise ConfigError(f"delta_track.seeds: {seed} is not one of {params.delta_track.seeds}")
+from deltalab.errors import DeltalabError
 
 
 def run(main: Callable[..., Any], **arguments: type) -> None:
