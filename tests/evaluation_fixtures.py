@@ -80,3 +80,16 @@ def questions(n: int, seed: int = 1) -> list[str]:
         words = " ".join(rng.choice(["apples", "bags", "Tom", "buys", "has"]) for _ in range(i % 7))
         out.append(f"What is {rng.randint(1, 9)} times {rng.randint(1, 9)}? {words}".strip())
     return out
+
+
+def tiny_lm(seed: int = 0):
+    """(model, tokenizer): the random 2-layer GPT-2 on the offline tokenizer."""
+    tokenizer = build_tokenizer()
+    return build_model(tokenizer, seed=seed), tokenizer
+
+
+def eval_prompts(n: int) -> list[str]:
+    """`n` formatted evaluation prompts of varied lengths."""
+    from deltalab.evaluation.generation import format_prompt
+
+    return [format_prompt(q) for q in questions(n)]

@@ -14,20 +14,19 @@ from deltalab.evaluation.generation import (
     generate_one_at_a_time,
 )
 
-from .evaluation_fixtures import build_model, build_tokenizer, questions
+from .evaluation_fixtures import build_model, build_tokenizer, eval_prompts, tiny_lm
 
 MAX_NEW = 10
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    tokenizer = build_tokenizer()
-    return build_model(tokenizer), tokenizer
+    return tiny_lm()
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    return [format_prompt(q) for q in questions(9)]
+    return eval_prompts(9)
 
 
 @pytest.fixture(scope="module")

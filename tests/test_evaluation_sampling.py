@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deltalab.errors import CheckpointError
-from deltalab.evaluation.generation import format_prompt, generate_greedy
+from deltalab.evaluation.generation import generate_greedy
 from deltalab.evaluation.sampling import (
     generate_samples,
     response_confidence,
@@ -17,7 +17,7 @@ from deltalab.evaluation.sampling import (
     sample_from_logits,
 )
 
-from .evaluation_fixtures import build_model, build_tokenizer, questions
+from .evaluation_fixtures import build_model, build_tokenizer, eval_prompts, tiny_lm
 
 MAX_NEW = 8
 N = 3
@@ -34,13 +34,12 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    tokenizer = build_tokenizer()
-    return build_model(tokenizer), tokenizer
+    return tiny_lm()
 
 
 @pytest.fixture(scope="module")
 def prompts():
-    return [format_prompt(q) for q in questions(7)]
+    return eval_prompts(7)
 
 
 @pytest.fixture(scope="module")
