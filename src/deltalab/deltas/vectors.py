@@ -449,3 +449,59 @@ class TaskVector:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -> dict:
+    """How two sparse task vectors of one base relate, entry by entry (rescale applied).
+
+    `sign_conflict`: among entries kept (and nonzero) in both, the share with opposite signs;
+    `overlap`: entries kept by both / entries kept by either (Jaccard of the masks);
+    `norm_ratio`: ‖a‖/‖b‖ of the sparse vectors, and `dense_norm_ratio` of the dense deltas;
+    `energy_kept_{a,b}`: ‖τ_k‖²/‖τ‖² before rescale.
+    """
+    from deltalab.deltas.live import check_vector_pair
+
+    check_vector_pair([a, b])
+    both = common_kept = either = conflicts = 0
+    norm2 = [0.0, 0.0]
+    for name, e in a.entries.items():
+        if name not in b.entries:
+            continue
+        ranges = row_chunks(*matrix_shape(e["shape"]), chunk_elements)
+        for (start, stop), (ia, va), (ib, vb) in zip(
+            ranges, a.sparse_chunks(name, ranges), b.sparse_chunks(name, ranges), strict=True
+        ):
+            n = stop - start
+            ia = np.arange(n) if ia is None else ia
+            ib = np.arange(n) if ib is None else ib
+            common, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
+            sa, sb = np.sign(va.numpy()[pa]), np.sign(vb.numpy()[pb])
+            nonzero = (sa != 0) & (sb != 0)
+            both += int(nonzero.sum())
+            conflicts += int((nonzero & (sa != sb)).sum())
+            common_kept += common.size
+            either += ia.size + ib.size - common.size
+            norm2[0] += sum_squares(va)
+            norm2[1] += sum_squares(vb)
+
+    def energy(v: TaskVector) -> float:
+        full = sum(x["norm"] ** 2 for x in v.entries.values())
+        return sum(x["sparse_norm"] ** 2 for x in v.entries.values()) / full if full else 0.0
+
+    def dense_norm(v: TaskVector) -> float:
+        return math.sqrt(sum(x["norm"] ** 2 for x in v.entries.values()))
+
+    na, nb = math.sqrt(norm2[0]), math.sqrt(norm2[1])
+    return {
+        "sign_conflict": conflicts / both if both else 0.0,
+        "kept_by_both": both,
+        "overlap": common_kept / either if either else 0.0,
+        "norm_a": na,
+        "norm_b": nb,
+        "norm_ratio": na / nb if nb else float("inf"),
+        "dense_norm_ratio": dense_norm(a) / dense_norm(b) if dense_norm(b) else float("inf"),
+        "energy_kept_a": energy(a),
+        "energy_kept_b": energy(b),
+        "top_ratio_a": a.top_ratio,
+        "top_ratio_b": b.top_ratio,
+    }
