@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from deltalab.deltas import cli as deltas_cli
 from deltalab.errors import DeltalabError
 from deltalab.evaluation import cli as evaluation_cli
+from deltalab.search import cli as search_cli
 
 
 def _cmd_params_check(args: argparse.Namespace) -> int:
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation_cli.register(sub)
     deltas_cli.register(sub)
+    search_cli.register(sub)
     return parser
 
 

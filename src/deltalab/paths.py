@@ -52,3 +52,32 @@ def behavior_metrics(cond: str, seed: int) -> Path:
 def delta_metrics(cond: str, seed: int) -> Path:
     """`metrics/deltas/<cond>-<seed>.json` (Git-tracked)."""
     return Path("metrics/deltas") / f"{member(cond, seed)}.json"
+
+
+def vectors(cond: str, seed: int) -> Path:
+    """`vectors/<cond>/seed<seed>/` holding `sft.safetensors` and `rlvr.safetensors`."""
+    return Path("vectors") / cond / f"seed{seed}"
+
+
+def vector_files(cond: str, seed: int) -> list[Path]:
+    """The two task vector files, in the order of the merge scales (sft, rlvr)."""
+    return [vectors(cond, seed) / f"{name}.safetensors" for name in ("sft", "rlvr")]
+
+
+def search_data(cond: str, seed: int) -> Path:
+    """`data/search/<cond>/seed<seed>/` (difficulty.parquet, queries.parquet)."""
+    return Path("data/search") / cond / f"seed{seed}"
+
+
+SEARCH_POOL = DATA / "search/pool.jsonl"
+
+
+def dots_metrics(stage: str, cond: str, seed: int) -> Path:
+    """`metrics/<stage>/<cond>-<seed>.json` of the DoTS stages (vectors, difficulty, search,
+    merge; Git-tracked)."""
+    return Path("metrics") / stage / f"{member(cond, seed)}.json"
+
+
+def dots_report(stage: str, cond: str, seed: int) -> Path:
+    """`reports/<stage>/<cond>-<seed>/` (a DVC-cached output)."""
+    return REPORTS / stage / member(cond, seed)

@@ -1,0 +1,131 @@
+"""Params of the DoTS track: `task_vectors`, `difficulty`, `sample_queries`, `search`, `merge`."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+VECTORS = ("sft", "rlvr")  # τ_sft = sft_gsm8k − sft_tulu, τ_rlvr = rlvr − sft_tulu
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TaskVectorsParams(_Section):
+    """Sparse task vectors of the SFT and RLVR models over their common base (sft_tulu)."""
+
+    top_ratio: float | dict[Literal["sft", "rlvr"], float] = Field(
+        0.3,
+        description="share of each tensor's entries kept (exact top-k by |τ|); 1.0 = dense; "
+        "or one ratio per vector, e.g. {sft: 0.3, rlvr: 0.1}",
+    )
+    rescale: Literal["none", "tensor", "global"] = Field(
+        "none",
+        description="norm-preserving rescale of the kept entries: per tensor ‖τ‖/‖τ_k‖, one "
+        "global factor, or none",
+    )
+    values_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("top_ratio")
+    @classmethod
+    def _ratios(cls, value: float | dict[str, float]) -> float | dict[str, float]:
+        ratios = value if isinstance(value, dict) else {"": value}
+        for name, ratio in ratios.items():
+            if not (isinstance(ratio, int | float) and 0.0 < ratio <= 1.0):
+                where = f"[{name}]" if name else ""
+                raise ValueError(f"top_ratio{where} must be in (0, 1], got {ratio!r}")
+        if isinstance(value, dict) and set(value) != set(VECTORS):
+            raise ValueError(f"top_ratio per vector needs exactly the keys {list(VECTORS)}")
+        return value
+
+    def ratio(self, vector: str) -> float:
+        return float(self.top_ratio[vector] if isinstance(self.top_ratio, dict) else self.top_ratio)
+
+
+class VotingParams(_Section):
+    """`votes` sampled answers per query; consistency = share of the most common answer."""
+
+    votes: int = Field(7, ge=2, le=256, description="sampled answers per query")
+    temperature: float = Field(0.8, gt=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1, le=8192)
+    batch_size: int = Field(128, ge=1, le=8192, description="sequences per forward pass")
+    seed: int = Field(0, ge=0, description="seed of the sampled answers (same for every model)")
+
+
+class DifficultyParams(VotingParams):
+    """Difficulty of each query of the search pool under each sparse vector alone (scale 1)."""
+
+    threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="queries with difficulty above this are dropped"
+    )
+    pool_limit: int | None = Field(None, ge=1, description="first N pool queries (null: all)")
+
+
+class SampleQueriesParams(_Section):
+    per_group: int = Field(8, ge=1, description="queries sampled from each of easy and hard")
+    seed: int = Field(0, ge=0)
+
+
+class SearchParams(VotingParams):
+    """Multi-objective search over (scale_sft, scale_rlvr): consistency up, perplexity down."""
+
+    n_trials: int = Field(100, ge=1, le=100_000, description="completed trials of the study")
+    population_size: int = Field(20, ge=2, description="NSGA-II population")
+    scale_sft: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2, description="[low, high]"
+    )
+    scale_rlvr: list[float] = Field(
+        default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2, description="[low, high]"
+    )
+    select: Literal["knee", "max_consistency", "min_perplexity"] = Field(
+        "knee",
+        description="which Pareto trial becomes the merge: knee = closest to the ideal point "
+        "after scaling each objective to [0, 1] over all trials",
+    )
+    storage: str | None = Field(
+        None,
+        description="Optuna storage: null = a journal file under .deltalab/studies/, a path "
+        "ending in .log/.journal, or an RDB URL (postgresql://, mysql://, sqlite:///)",
+    )
+    ppl_batch_size: int = Field(64, ge=1, le=8192)
+
+    @field_validator("scale_sft", "scale_rlvr")
+    @classmethod
+    def _range(cls, value: list[float]) -> list[float]:
+        low, high = value
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"expected a finite range [low, high] with low < high, got {value}")
+        return value
+
+
+class MergeParams(_Section):
+    """The merged checkpoint: the search's chosen point; a scale set here replaces its value."""
+
+    scale_sft: float | None = None
+    scale_rlvr: float | None = None
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="output dtype of float tensors (null: the base's)"
+    )
+    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _finite(self) -> MergeParams:
+        for name in ("scale_sft", "scale_rlvr"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value}")
+        return self
+
+    def overrides(self) -> dict[str, float]:
+        """The scales set here (each replaces the search's choice for its vector)."""
+        return {
+            name: float(value)
+            for name in ("scale_sft", "scale_rlvr")
+            if (value := getattr(self, name)) is not None
+        }

@@ -1,0 +1,107 @@
+"""Label-free query scoring: answer consistency over sampled votes, difficulty, easy/hard sampling.
+
+Gold answers ride along for inspection only; nothing here uses them to score a model.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from deltalab.errors import DataError
+from deltalab.evaluation.answers import extract_answer
+from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.sampling import generate_samples
+from deltalab.search.params import VotingParams
+
+NO_ANSWER = None
+
+
+def consistency(answers: Sequence[str | None]) -> tuple[float, str | None]:
+    """(share of the most common answer, that answer); 0 when the most common is "no answer".
+
+    "No answer" (None) competes like any answer (DoTS): a model that mostly fails to answer is
+    inconsistent, not consistent. Ties go to the answer given first.
+    """
+    if not answers:
+        raise ValueError("no answers to vote on")
+    counts = Counter(answers)
+    best = max(counts.values())
+    winner = next(a for a in answers if counts[a] == best)
+    return (0.0 if winner is NO_ANSWER else best / len(answers)), winner
+
+
+def vote(model, tokenizer, questions: Sequence[str], cfg: VotingParams, desc: str = "votes"):
+    """`cfg.votes` sampled, extracted answers per question (common random numbers: the same
+    uniforms for every model, so two models' votes differ only where their distributions do)."""
+    samples = generate_samples(
+        model,
+        tokenizer,
+        [format_prompt(q) for q in questions],
+        n=cfg.votes,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        desc=desc,
+    )
+    return [[extract_answer(s.text) for s in row] for row in samples]
+
+
+def difficulty_table(
+    rows: Sequence[Mapping[str, Any]],
+    answers: Mapping[str, Sequence[Sequence[str | None]]],
+    threshold: float,
+) -> pd.DataFrame:
+    """Per query: each model's consistency and majority answer, difficulty = 1 − mean consistency,
+    and `kept` (difficulty ≤ threshold)."""
+    table: dict[str, list] = {
+        "id": [r["id"] for r in rows],
+        "question": [r["question"] for r in rows],
+        "gold": [r["gold"] for r in rows],
+    }
+    per_model = []
+    for name, model_answers in answers.items():
+        if len(model_answers) != len(rows):
+            raise ValueError(f"{name}: {len(model_answers)} answer lists for {len(rows)} queries")
+        scored = [consistency(a) for a in model_answers]
+        table[f"consistency_{name}"] = [c for c, _ in scored]
+        table[f"majority_{name}"] = [m for _, m in scored]
+        table[f"no_answer_{name}"] = [sum(x is None for x in a) for a in model_answers]
+        table[f"answers_{name}"] = [[("" if x is None else x) for x in a] for a in model_answers]
+        per_model.append(table[f"consistency_{name}"])
+    mean = [sum(cs) / len(cs) for cs in zip(*per_model, strict=True)]
+    table["difficulty"] = [1.0 - m for m in mean]
+    table["kept"] = [d <= threshold for d in table["difficulty"]]
+    return pd.DataFrame(table)
+
+
+def sample_easy_hard(difficulty: pd.DataFrame, per_group: int, seed: int) -> pd.DataFrame:
+    """Split the kept queries at the median difficulty and draw `per_group` from each half.
+
+    The split is by rank (difficulty, then id), so ties at the median still give halves of equal
+    size; a half smaller than `per_group` is taken whole. Rows keep their pool order.
+    """
+    kept = difficulty[difficulty["kept"]]
+    if kept.empty:
+        raise DataError(
+            "no query left after dropping those above difficulty.threshold: raise the "
+            "threshold or use a bigger pool (data.sizes.search)"
+        )
+    ranked = kept.sort_values(["difficulty", "id"], kind="stable")
+    half = len(ranked) // 2
+    groups = {"easy": ranked.iloc[:half], "hard": ranked.iloc[half:]}
+    rng = random.Random(seed)
+    picked = []
+    for group, members in groups.items():
+        ids = sorted(members["id"])
+        chosen = set(rng.sample(ids, min(per_group, len(ids))))
+        picked.append(members[members["id"].isin(chosen)].assign(group=group))
+    out = pd.concat(picked)
+    order = {qid: i for i, qid in enumerate(difficulty["id"])}
+    return out.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
