@@ -188,7 +188,10 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
     out = tmp_path / "prepared"
     prepare(params, out)
     assert len(read_jsonl(out / "gsm8k/test.jsonl")) == 4
-    assert len(read_jsonl(out / "gsm8k/train.jsonl")) == 10
+    # the DoTS query pool comes off the end of the train split (at most a tenth of it)
+    assert len(read_jsonl(out / "gsm8k/train.jsonl")) == 9
+    pool = read_jsonl(out / "search/pool.jsonl")
+    assert [(r["id"], r["question"]) for r in pool] == [("search-00000", "q9")]
     train = read_jsonl(out / "tulu/train.jsonl", ["id", "messages"])
     assert len(train) == 6 and train[0]["messages"] == messages
     assert len(read_jsonl(out / "tulu/val.jsonl")) == 2

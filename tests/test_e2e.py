@@ -172,7 +172,7 @@ def test_evaluation_metrics_and_compare(reproduced):
         assert 0 <= row["mcnemar_p"] <= 1
     assert "dpo" not in compare  # no mul_tokens dpo to pair with
     post = compare["post_training"]["baseline"]
-    assert set(post) == {"dpo_vs_sft_gsm8k", "rlvr_vs_sft_tulu"}
+    assert set(post) == {"dpo_vs_sft_gsm8k", "rlvr_vs_sft_tulu", "merged_vs_sft_tulu"}
     assert post["dpo_vs_sft_gsm8k"]["gsm8k"]["n"] == 24
     assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
@@ -225,8 +225,71 @@ def test_param_change_reruns_only_downstream(reproduced):
         "evaluate_track@baseline-0-rlvr",
         "behavior@baseline-0",
         "analyze_deltas@baseline-0",
+        *DOTS,
         "compare",
     }
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    sh(repo, "dvc", "checkout", "-q")
+
+
+DOTS = (
+    "task_vectors@baseline-0",
+    "difficulty@baseline-0",
+    "sample_queries@baseline-0",
+    "search@baseline-0",
+    "merge@baseline-0",
+    "evaluate_track@baseline-0-merged",
+)
+
+
+def test_dots_track_outputs(reproduced):
+    import pandas as pd
+    from transformers import AutoModelForCausalLM
+
+    _, repo, _, _ = reproduced
+    vectors = json.loads((repo / "metrics/vectors/baseline-0.json").read_text())
+    assert 0 < vectors["sft"]["energy_kept"] < 1 and 0 <= vectors["sign_conflict"] <= 1
+    difficulty = pd.read_parquet(repo / "data/search/baseline/seed0/difficulty.parquet")
+    assert len(difficulty) == 24 and {"consistency_sft", "consistency_rlvr"} <= set(difficulty)
+    queries = pd.read_parquet(repo / "data/search/baseline/seed0/queries.parquet")
+    assert sorted(queries["group"].value_counts()) == [3, 3]
+    pool = {json.loads(x)["question"] for x in (repo / "data/prepared/search/pool.jsonl").open()}
+    trained = (repo / "data/prepared/gsm8k/train.jsonl").read_text()
+    tested = (repo / "data/prepared/gsm8k/test.jsonl").read_text()
+    assert not any(q in trained or q in tested for q in pool)  # never trained on or evaluated
+    search = json.loads((repo / "metrics/search/baseline-0.json").read_text())
+    assert search["trials"] == 6 and search["pareto_size"] >= 1
+    assert 0.5 <= search["chosen"]["scale_sft"] <= 2.0
+    assert (repo / "reports/search/baseline-0/search.png").stat().st_size > 1000
+    merge = json.loads((repo / "metrics/merge/baseline-0.json").read_text())
+    assert set(merge["accuracy"]) == {"merged", "sparse_1_1", "dense_1_1", "sft_gsm8k", "rlvr"}
+    assert merge["scales"]["scale_sft"] == search["chosen"]["scale_sft"]
+    for test in merge["vs_best_single"].values():
+        assert test["ci_low"] <= test["difference"] <= test["ci_high"]
+    AutoModelForCausalLM.from_pretrained(repo / "models/baseline/seed0/merged")
+    evaluated = json.loads((repo / "metrics/eval/baseline/seed0/merged.json").read_text())
+    assert evaluated["gsm8k"]["accuracy"] == merge["accuracy"]["merged"]  # same weights, bits
+
+
+def test_dots_sweeps_rerun_only_their_stages(reproduced):
+    _, repo, _, _ = reproduced
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "micro results", check=False)
+    out = sh(repo, "dvc", "exp", "run", "-S", "task_vectors.top_ratio=0.5")
+    assert _ran_stages(out.stdout) == {*DOTS, "compare"}
+    out = sh(repo, "dvc", "exp", "run", "-S", "search.select=max_consistency")
+    assert _ran_stages(out.stdout) <= {*DOTS[3:], "compare"}
+    assert "search@baseline-0" in _ran_stages(out.stdout)
+    out = sh(repo, "dvc", "exp", "run", "-S", "merge.scale_sft=1.0", "-S", "merge.scale_rlvr=1.0")
+    assert _ran_stages(out.stdout) == {"merge@baseline-0", DOTS[-1], "compare"}
+    merge = json.loads((repo / "metrics/merge/baseline-0.json").read_text())
+    assert merge["scales"]["source"] == "params"
+    assert merge["accuracy"]["merged"] == merge["accuracy"]["sparse_1_1"]  # same weights
+    shown = sh(
+        repo, "dvc", "exp", "show", "--csv", "--sort-by",
+        "metrics/merge/baseline-0.json:accuracy.merged",
+    )  # fmt: skip
+    assert "accuracy.merged" in shown.stdout
     sh(repo, "git", "checkout", "-q", "--", ".")
     sh(repo, "dvc", "checkout", "-q")
 

@@ -17,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
 from deltalab.evaluation.params import BehaviorParams, CompareParams, EvaluateParams
+from deltalab.search.params import (
+    DifficultyParams,
+    MergeParams,
+    SampleQueriesParams,
+    SearchParams,
+    TaskVectorsParams,
+)
 
 Condition = Literal["baseline", "mul_tokens"]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -47,6 +54,7 @@ class SyntheticSizes(Section):
     gsm8k_test: PositiveInt = 200
     prefs: PositiveInt = 500
     rlvr: PositiveInt = 500
+    search: PositiveInt = 200  # the DoTS query pool: no stage trains on it, no evaluation uses it
 
 
 class DataParams(Section):
@@ -231,6 +239,22 @@ class Params(_CoreParams):
     compare: CompareParams = CompareParams()
     behavior: BehaviorParams = BehaviorParams()
     analyze_deltas: AnalyzeDeltasParams = AnalyzeDeltasParams()
+    task_vectors: TaskVectorsParams = TaskVectorsParams()
+    difficulty: DifficultyParams = DifficultyParams()
+    sample_queries: SampleQueriesParams = SampleQueriesParams()
+    search: SearchParams = SearchParams()
+    merge: MergeParams = MergeParams()
+
+    @model_validator(mode="after")
+    def _merge_inside_search(self) -> Params:
+        for name, value in self.merge.overrides().items():
+            low, high = getattr(self.search, name)
+            if not low <= value <= high:
+                raise ValueError(
+                    f"merge.{name}={value} is outside the searched range "
+                    f"search.{name}=[{low}, {high}]"
+                )
+        return self
 
 
 # PyYAML follows YAML 1.1, where `2e-4` is a string; DVC reads it as a float (YAML 1.2).

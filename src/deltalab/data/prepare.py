@@ -22,6 +22,7 @@ FILES = {
     "probes.jsonl": "arithmetic probes {id, family, question, answer}",
     "prefs/train.jsonl": "preference pairs {prompt, chosen, rejected}",
     "rlvr/train.jsonl": "prompts with gold answers {prompt, answer}",
+    "search/pool.jsonl": "DoTS query pool {id, question, answer}: never trained on or evaluated",
 }
 
 
@@ -52,6 +53,13 @@ def prepare(params: DataParams, out: Path) -> dict[str, int]:
         gsm8k_test = load_hub_rows(
             params.gsm8k.model_copy(update={"split": "test", "limit": None}), ("question", "answer")
         )
+        # the query pool comes off the end of the train split: no stage trains on it
+        n_pool = min(sizes.search, len(gsm8k_train) // 10)
+        pool = [
+            {"id": f"search-{i:05d}", "question": r["question"], "answer": r["answer"]}
+            for i, r in enumerate(gsm8k_train[len(gsm8k_train) - n_pool :])
+        ]
+        gsm8k_train = gsm8k_train[: len(gsm8k_train) - n_pool]
         put("gsm8k/train.jsonl", gsm8k_train)
         put("gsm8k/test.jsonl", gsm8k_test)
         corpus_problems = train
@@ -61,6 +69,16 @@ def prepare(params: DataParams, out: Path) -> dict[str, int]:
         put("gsm8k/train.jsonl", synthetic.gsm8k_rows(train))
         put("gsm8k/test.jsonl", synthetic.gsm8k_rows(test))
         corpus_problems = train
+        # Drawn after everything else from its own generator: adding the pool left every other
+        # file byte-identical. Disjoint from all problems above.
+        pool_rng = random.Random(f"{params.seed}-search-pool")
+        taken = held | {p.question for p in extra}
+        pool = [
+            {"id": f"search-{i:05d}"} | row
+            for i, row in enumerate(
+                synthetic.gsm8k_rows(synthetic.generate_problems(pool_rng, sizes.search, taken))
+            )
+        ]
 
     corpus = synthetic.corpus_rows(rng, sizes.corpus_documents, corpus_problems)
     n_val = max(1, len(corpus) // 20)
@@ -69,6 +87,7 @@ def prepare(params: DataParams, out: Path) -> dict[str, int]:
     put("probes.jsonl", synthetic.probe_rows(rng))
     put("prefs/train.jsonl", synthetic.preference_rows(rng, prefs))
     put("rlvr/train.jsonl", synthetic.rlvr_rows(rlvr))
+    put("search/pool.jsonl", pool)
     (out / "manifest.json").write_text(
         json.dumps({"files": FILES, "rows": counts}, indent=2, sort_keys=True) + "\n"
     )
