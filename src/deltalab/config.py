@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
 from deltalab.evaluation.params import BehaviorParams, CompareParams, EvaluateParams
+from deltalab.masks.params import MasksParams
+from deltalab.masks.params import Method as MaskMethod
 from deltalab.search.params import (
     DifficultyParams,
     MergeParams,
@@ -158,6 +160,15 @@ class DPOParams(SequenceTrainParams):
     max_train_samples: PositiveInt | None = None
 
 
+class MaskedDPOParams(DPOParams):
+    """DPO from sft_gsm8k that updates only the entries of one mask (masked AdamW)."""
+
+    mask: MaskMethod = "momentum"
+    control: bool = Field(
+        True, description="also train with the random mask of the same density (masked_dpo_random)"
+    )
+
+
 class RLVRParams(TrainParams):
     """GRPO from sft_tulu with a verifiable reward (extracted answer == gold number).
 
@@ -206,6 +217,7 @@ class _CoreParams(Section):
     sft_tulu: SFTParams = SFTParams()
     sft_gsm8k: SFTGsm8kParams = SFTGsm8kParams()
     dpo: DPOParams = DPOParams()
+    masked_dpo: MaskedDPOParams = MaskedDPOParams()
     rlvr: RLVRParams = RLVRParams()
     delta_track: DeltaTrackParams = DeltaTrackParams()
     runtime: RuntimeParams = RuntimeParams()
@@ -216,7 +228,7 @@ class _CoreParams(Section):
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} has duplicates: {values}")
         sections = {"pretrain": self.pretrain, "sft_tulu": self.sft_tulu}
-        sections |= {"sft_gsm8k": self.sft_gsm8k, "dpo": self.dpo}
+        sections |= {"sft_gsm8k": self.sft_gsm8k, "dpo": self.dpo, "masked_dpo": self.masked_dpo}
         for name, section in sections.items():
             if section.max_length > self.model.n_positions:
                 raise ValueError(
@@ -244,6 +256,7 @@ class Params(_CoreParams):
     sample_queries: SampleQueriesParams = SampleQueriesParams()
     search: SearchParams = SearchParams()
     merge: MergeParams = MergeParams()
+    masks: MasksParams = MasksParams()
 
     @model_validator(mode="after")
     def _merge_inside_search(self) -> Params:

@@ -21,7 +21,7 @@ class EvaluateParams(BaseModel):
         min_length=1,
         description="checkpoints evaluated for every condition and seed (the evaluate matrix)",
     )
-    track_models: list[Literal["rlvr", "dpo", "merged", "masked_dpo"]] = Field(
+    track_models: list[Literal["rlvr", "dpo", "merged", "masked_dpo", "masked_dpo_random"]] = Field(
         default_factory=lambda: ["rlvr", "dpo"],
         min_length=1,
         description="delta-track checkpoints evaluated for delta_track.conditions × "
@@ -51,7 +51,9 @@ class CompareParams(BaseModel):
     seed: int = Field(0, ge=0, description="seed of the bootstrap resampling")
 
 
-BehaviorModel = Literal["sft_tulu", "sft_gsm8k", "rlvr", "dpo", "merged", "masked_dpo"]
+BehaviorModel = Literal[
+    "sft_tulu", "sft_gsm8k", "rlvr", "dpo", "merged", "masked_dpo", "masked_dpo_random"
+]
 
 
 class BehaviorParams(BaseModel):

@@ -1,0 +1,1 @@
+"""Weight-delta masks: magnitude, momentum, Fisher and random masks, and their overlap."""
