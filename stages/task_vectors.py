@@ -44,6 +44,7 @@ def main(params, cond: str, seed: int) -> None:
             "norm": stats["norm_b"],
         },
         "sign_conflict": stats["sign_conflict"],
+        "sign_conflict_of_all": stats["sign_conflict_of_all"],
         "overlap": stats["overlap"],
         "norm_ratio_sft_rlvr": stats["norm_ratio"],
         "dense_norm_ratio_sft_rlvr": stats["dense_norm_ratio"],

@@ -35,20 +35,21 @@ def track(tmp_path_factory):
     return root, base, vectors
 
 
-def _live(base, vectors):
+def _live(base, vectors, block=None, dtype=None):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base).eval()
-    return model, LiveMerge(model, Checkpoint(base), [TaskVector(v) for v in vectors])
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).eval()
+    return model, LiveMerge(model, Checkpoint(base), [TaskVector(v) for v in vectors], block)
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_hundred_trials_leave_no_drift_and_match_the_written_merge(track):
+@pytest.mark.parametrize("block", [None, 100])  # 100: many blocks, ragged ends, empty blocks
+def test_hundred_trials_leave_no_drift_and_match_the_written_merge(track, block):
     root, base, vectors = track
-    model, live = _live(base, vectors)
+    model, live = _live(base, vectors, block)
     original = state_dict(base)
     rng = random.Random(0)
     for _ in range(100):
@@ -60,7 +61,7 @@ def test_hundred_trials_leave_no_drift_and_match_the_written_merge(track):
 
     for scales in ([1.0, 1.0], [0.7, 1.9], [rng.uniform(0, 2), rng.uniform(0, 2)]):
         live.apply(scales)
-        out = root / f"merged-{scales[0]:.3f}-{scales[1]:.3f}"
+        out = root / f"merged-{block}-{scales[0]:.3f}-{scales[1]:.3f}"
         pairs = [(TaskVector(v), s) for v, s in zip(vectors, scales, strict=True)]
         merge(Checkpoint(base), pairs, out, progress=False)
         written = state_dict(out)
@@ -129,7 +130,26 @@ def test_compare_vectors_counts_conflicts_overlap_and_norms(tmp_path):
     )
     stats = compare_vectors(TaskVector(out[0]), TaskVector(out[1]))
     assert stats["sign_conflict"] == 1.0  # b points the other way everywhere
+    assert stats["sign_conflict_of_all"] == pytest.approx(0.25, abs=0.01)  # of all entries
     assert stats["overlap"] == pytest.approx(1.0, abs=1e-3)  # same magnitudes order → same masks
     assert stats["norm_ratio"] == pytest.approx(2.0, rel=1e-3)
     assert stats["dense_norm_ratio"] == pytest.approx(2.0, rel=1e-3)
     assert 0.25 < stats["energy_kept_a"] < 1.0
+
+
+def test_a_bf16_base_keeps_a_bf16_master_and_still_matches_the_writer(track, tmp_path):
+    _, base, _ = track
+    from transformers import AutoModelForCausalLM
+
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).save_pretrained(bf16)
+    sparse = tmp_path / "sft.safetensors"
+    build_task_vectors(Checkpoint(bf16), [(Checkpoint(track[0] / "sft"), sparse)], 0.3,
+                       progress=False)  # fmt: skip
+    model, live = _live(bf16, [sparse], block=64, dtype=torch.bfloat16)
+    assert all(s.base.dtype == torch.bfloat16 for s in live.slots.values())  # half the memory
+    live.apply([1.3])
+    merge(Checkpoint(bf16), [(TaskVector(sparse), 1.3)], tmp_path / "m", progress=False)
+    written = state_dict(tmp_path / "m")
+    for name, tensor in written.items():
+        assert torch.equal(model.state_dict()[name], tensor), name

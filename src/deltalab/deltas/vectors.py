@@ -454,7 +454,8 @@ class TaskVector:
 def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -> dict:
     """How two sparse task vectors of one base relate, entry by entry (rescale applied).
 
-    `sign_conflict`: among entries kept (and nonzero) in both, the share with opposite signs;
+    `sign_conflict`: among entries kept (and nonzero) in both, the share with opposite signs, and
+    `sign_conflict_of_all`: the same count over all entries (the published "~7%" is of this kind);
     `overlap`: entries kept by both / entries kept by either (Jaccard of the masks);
     `norm_ratio`: ‖a‖/‖b‖ of the sparse vectors, and `dense_norm_ratio` of the dense deltas;
     `energy_kept_{a,b}`: ‖τ_k‖²/‖τ‖² before rescale.
@@ -462,7 +463,7 @@ def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -
     from deltalab.deltas.live import check_vector_pair
 
     check_vector_pair([a, b])
-    both = common_kept = either = conflicts = 0
+    both = common_kept = either = conflicts = total = 0
     norm2 = [0.0, 0.0]
     for name, e in a.entries.items():
         if name not in b.entries:
@@ -472,6 +473,7 @@ def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -
             ranges, a.sparse_chunks(name, ranges), b.sparse_chunks(name, ranges), strict=True
         ):
             n = stop - start
+            total += n
             ia = np.arange(n) if ia is None else ia
             ib = np.arange(n) if ib is None else ib
             common, pa, pb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
@@ -494,6 +496,7 @@ def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -
     na, nb = math.sqrt(norm2[0]), math.sqrt(norm2[1])
     return {
         "sign_conflict": conflicts / both if both else 0.0,
+        "sign_conflict_of_all": conflicts / total if total else 0.0,
         "kept_by_both": both,
         "overlap": common_kept / either if either else 0.0,
         "norm_a": na,

@@ -233,12 +233,15 @@ def optimize(
     if already >= target:
         return 0
     ran = 0
+    seen: dict[tuple[float, ...], Any] = {}  # NSGA-II re-suggests parents; the objective is
+    # deterministic, so a repeated point reuses its result instead of sampling again
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         nonlocal ran
         ran += 1
         scales = [trial.suggest_float(p, *ranges[p]) for p in PARAMS]
-        result = evaluate(scales)
+        key = tuple(scales)
+        result = seen[key] if key in seen else seen.setdefault(key, evaluate(scales))
         trial.set_user_attr("worker", worker)
         if not (math.isfinite(result.consistency) and math.isfinite(result.perplexity)):
             return float("nan"), float("nan")  # optuna marks the trial FAIL
