@@ -13,7 +13,15 @@ from deltalab.evaluation.compare import (
 )
 from deltalab.report.evaluation import accuracy_table, plot_accuracy, write_plot_data
 
-PARENTS = {"dpo": "sft_gsm8k", "rlvr": "sft_tulu", "merged": "sft_tulu", "masked_dpo": "sft_gsm8k"}
+PARENTS = {
+    "dpo": "sft_gsm8k",
+    "rlvr": "sft_tulu",
+    "merged": "sft_tulu",
+    "masked_dpo": "sft_gsm8k",
+    "masked_dpo_random": "sft_gsm8k",
+}
+# Delta-track models also compared with each other (reference, treatment), when both are evaluated.
+RIVALS = [("dpo", "masked_dpo"), ("masked_dpo_random", "masked_dpo")]
 
 
 def main(params) -> None:
@@ -30,6 +38,7 @@ def main(params) -> None:
     # where both have them, and against their parents within each condition.
     result = compare_prediction_files(files, params.compare, skip_unpaired_models=True)
     stage_pairs = [(PARENTS[m], m) for m in track]
+    stage_pairs += [(a, b) for a, b in RIVALS if a in track and b in track]
     result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
 
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}

@@ -271,6 +271,42 @@ def test_dots_track_outputs(reproduced):
     assert evaluated["gsm8k"]["accuracy"] == merge["accuracy"]["merged"]  # same weights, bits
 
 
+def test_masks_and_masked_dpo(reproduced):
+    from safetensors.torch import load_file
+
+    from deltalab.masks.build import MaskFile
+
+    _, repo, _, _ = reproduced
+    masks = json.loads((repo / "metrics/masks/baseline-0.json").read_text())
+    pairs = masks["jaccard"]
+    assert {"momentum_vs_magnitude", "fisher_vs_magnitude", "random_vs_magnitude"} <= set(pairs)
+    for row in pairs.values():
+        assert 0 <= row["pooled"] <= 1 and 0 < row["random"] < 1
+    momentum = MaskFile(repo / "masks/baseline/seed0/momentum.safetensors")
+    assert momentum.density == pytest.approx(0.05, abs=0.01)
+    assert (repo / "reports/masks/baseline-0/jaccard_layers.png").stat().st_size > 1000
+    result = json.loads((repo / "metrics/masked_dpo/baseline-0.json").read_text())
+    assert set(result) == {"masked_dpo", "masked_dpo_random", "dpo"}
+    for name in ("masked_dpo", "masked_dpo_random"):
+        assert result[name]["frozen_changed"] == 0 and result[name]["trainable"] > 0
+    parent = load_file(repo / "models/baseline/seed0/sft_gsm8k/model.safetensors")
+    tuned = load_file(repo / "models/baseline/seed0/masked_dpo/model.safetensors")
+    name = "transformer.h.0.mlp.c_fc.weight"
+    mask = momentum.mask(name)
+    assert torch_equal(tuned[name][~mask], parent[name][~mask])  # frozen: bit for bit
+    assert not torch_equal(tuned[name][mask], parent[name][mask])  # masked entries trained
+    assert torch_equal(tuned["transformer.wte.weight"], parent["transformer.wte.weight"])
+    compare = json.loads((repo / "metrics/compare.json").read_text())["post_training"]
+    assert "masked_dpo_vs_dpo" in compare["baseline"]
+    assert json.loads((repo / "metrics/eval/baseline/seed0/masked_dpo.json").read_text())
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
 def test_dots_sweeps_rerun_only_their_stages(reproduced):
     _, repo, _, _ = reproduced
     sh(repo, "git", "add", "-A")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from deltalab.deltas import cli as deltas_cli
 from deltalab.errors import DeltalabError
 from deltalab.evaluation import cli as evaluation_cli
+from deltalab.masks import cli as masks_cli
 from deltalab.search import cli as search_cli
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation_cli.register(sub)
     deltas_cli.register(sub)
     search_cli.register(sub)
+    masks_cli.register(sub)
     return parser
 
 

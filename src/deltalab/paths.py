@@ -81,3 +81,8 @@ def dots_metrics(stage: str, cond: str, seed: int) -> Path:
 def dots_report(stage: str, cond: str, seed: int) -> Path:
     """`reports/<stage>/<cond>-<seed>/` (a DVC-cached output)."""
     return REPORTS / stage / member(cond, seed)
+
+
+def masks(cond: str, seed: int) -> Path:
+    """`masks/<cond>/seed<seed>/` holding `<method>.safetensors` (packed bits)."""
+    return Path("masks") / cond / f"seed{seed}"

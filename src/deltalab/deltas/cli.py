@@ -8,7 +8,8 @@ from pathlib import Path
 from deltalab.errors import ConfigError
 
 
-def _ratio(text: str) -> float:
+def ratio_arg(text: str) -> float:
+    """argparse type: a number in (0, 1]."""
     try:
         value = float(text)
     except ValueError as exc:
@@ -170,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label", action="append", help="names of the deltas (default: dir names)")
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--atol", type=float, default=None, help="|Δ| ≤ atol is unchanged (1e-5)")
-    p.add_argument("--top-ratio", type=_ratio, default=None, help="sparsification (0.3)")
+    p.add_argument("--top-ratio", type=ratio_arg, default=None, help="sparsification (0.3)")
     p.add_argument("--no-rank", action="store_true", help="skip stable/effective ranks")
     p.add_argument("--rank-sketch-size", type=int, default=None, help="randomized SVD rank (64)")
     p.add_argument("--rank-power-iters", type=int, default=None, help="power iterations (1)")
@@ -205,7 +206,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         help="repeatable with --out: several vectors of one base in one pass over the base",
     )
-    p.add_argument("--top-ratio", type=_ratio, default=1.0, help="keep ratio in (0, 1] (1.0)")
+    p.add_argument("--top-ratio", type=ratio_arg, default=1.0, help="keep ratio in (0, 1] (1.0)")
     p.add_argument(
         "--rescale",
         choices=["none", "tensor", "global"],

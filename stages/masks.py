@@ -1,0 +1,66 @@
+"""masks@<cond>-<seed>: which weights matter for DPO, by four scores, and how much they agree.
+
+magnitude: |W_dpo − W_sft_gsm8k|; momentum: |exp_avg| saved by `dpo`; fisher: the empirical
+Fisher diagonal of the DPO loss over `masks.fisher_samples` training pairs at the DPO weights;
+random: seeded. Each keeps `masks.density` of the eligible entries (per tensor or global) →
+masks/<cond>/seed<seed>/<method>.safetensors (packed bits); Jaccard of every pair, pooled and per
+tensor, beside the random expectation → metrics/masks/<cond>-<seed>.json, reports/masks/<member>/.
+"""
+
+from deltalab import paths, stage
+from deltalab.atomic import atomic_dir, write_json
+from deltalab.deltas.io import Checkpoint
+from deltalab.errors import CheckpointError
+from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
+from deltalab.masks.compare import jaccard_table
+from deltalab.masks.fisher import dpo_fisher
+from deltalab.masks.report import plot_layers, summary
+from deltalab.models import configure_torch, load_causal_lm
+from deltalab.tokens import inject_mul_tokens
+from deltalab.train.dpo import load_preference_rows
+
+
+def main(params, cond: str, seed: int) -> None:
+    configure_torch(params.runtime)
+    cfg = params.masks
+    base = Checkpoint(paths.checkpoint(cond, seed, "sft_gsm8k"))
+    tuned = Checkpoint(paths.checkpoint(cond, seed, "dpo"))
+    names = eligible([n for n in base.tensors if base.info(n).is_float], cfg.exclude)
+    if not names:
+        raise CheckpointError(f"{base.path}: no tensor left after masks.exclude={cfg.exclude}")
+    fisher = None
+    if "fisher" in cfg.methods:  # at the DPO weights, against the DPO reference (sft_gsm8k)
+        model, tokenizer = load_causal_lm(tuned.path, device=params.runtime.device)
+        reference, _ = load_causal_lm(base.path, device=params.runtime.device)
+        rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
+        n_val = max(1, int(len(rows) * params.dpo.val_fraction))  # the dpo stage's split
+        pairs = rows[n_val : n_val + cfg.fisher_samples]
+        inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
+        fisher = dpo_fisher(model, reference, tokenizer, pairs, params.dpo.beta, names, inject)
+    sources = score_sources(
+        base, tuned, names, cfg.methods,
+        moments=paths.dpo_exp_avg(cond, seed), fisher=fisher, seed=cfg.seed,
+    )  # fmt: skip
+    meta = {"density": repr(cfg.density), "selection": cfg.selection, "seed": str(cfg.seed)}
+    meta |= {"base": str(base.path), "finetuned": str(tuned.path)}
+    member = paths.member(cond, seed)
+    with atomic_dir(paths.masks(cond, seed)) as tmp:
+        files = build_masks(tmp, sources, cfg.density, cfg.selection, meta)
+        opened = {method: MaskFile(path) for method, path in files.items()}
+        reference_method = "magnitude" if "magnitude" in opened else next(iter(opened))
+        table = jaccard_table(opened, reference_method)
+        with atomic_dir(paths.dots_report("masks", cond, seed)) as report:
+            plot_layers(table, reference_method, report / "jaccard_layers.png", member)
+        kept = {method: f.density for method, f in opened.items()}
+    write_json(
+        paths.dots_metrics("masks", cond, seed), summary(table, cfg.density, cfg.selection, kept)
+    )
+    for pair, row in table.items():
+        print(
+            f"{member} {pair}: Jaccard {row['jaccard']:.4f} (per tensor mean "
+            f"{row['per_tensor_mean']:.4f}), random expectation {row['random']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    stage.run(main, cond=str, seed=int)
