@@ -340,3 +340,16 @@ def test_a_repeated_point_reuses_its_result(tmp_path):
     rows = trials_table(study)
     assert len(rows) == 2 and rows[0]["consistency"] == rows[1]["consistency"]
     assert objective.calls == 1
+
+
+def test_an_rdb_url_holds_a_study_with_heartbeats(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"  # RDB storage; PostgreSQL/MySQL work the same way
+    storage = open_storage(url, tmp_path / "unused.journal")
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == 30
+    inputs, cfg = _inputs(tmp_path)
+    ranges = {"scale_sft": cfg.scale_sft, "scale_rlvr": cfg.scale_rlvr}
+    study = create_or_load(storage, inputs, seed=0)
+    optimize(study, _FakeObjective(), ranges, target=3, progress=False)
+    again = create_or_load(open_storage(url, tmp_path / "unused.journal"), inputs, seed=0)
+    assert len(trials_table(again)) == 3 and not (tmp_path / "unused.journal").exists()
