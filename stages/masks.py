@@ -36,7 +36,10 @@ def main(params, cond: str, seed: int) -> None:
         n_val = max(1, int(len(rows) * params.dpo.val_fraction))  # the dpo stage's split
         pairs = rows[n_val : n_val + cfg.fisher_samples]
         inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-        fisher = dpo_fisher(model, reference, tokenizer, pairs, params.dpo.beta, names, inject)
+        fisher = dpo_fisher(
+            model, reference, tokenizer, pairs, params.dpo.beta, names, inject,
+            max_length=params.dpo.max_length,
+        )  # fmt: skip
     sources = score_sources(
         base, tuned, names, cfg.methods,
         moments=paths.dpo_exp_avg(cond, seed), fisher=fisher, seed=cfg.seed,

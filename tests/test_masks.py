@@ -227,3 +227,16 @@ def test_cli_builds_masks_of_any_checkpoints_and_exports_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as bad_density:
         main([*args[:-2], "--density", "1.5", "--out", str(tmp_path / "x")])
     assert bad_density.value.code == 2 and "--density" in capsys.readouterr().err
+
+
+def test_fisher_cuts_pairs_to_the_context_and_refuses_prompts_that_fill_it():
+    from deltalab.errors import DataError
+
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer, seed=0, n_positions=24, init=0.05)
+    long = {"prompt": "What is 2 times 3?", "chosen": "2*3=6. " * 20, "rejected": "2*3=5. " * 20}
+    name = "transformer.h.0.mlp.c_fc.weight"
+    fisher = dpo_fisher(model, model, tokenizer, [long], 0.1, [name], progress=False)
+    assert torch.isfinite(fisher[name]).all() and fisher[name].sum() >= 0
+    with pytest.raises(DataError, match="longer than 4 tokens"):
+        dpo_fisher(model, model, tokenizer, [long], 0.1, [name], max_length=4, progress=False)

@@ -17,10 +17,15 @@ from deltalab.errors import DataError
 from deltalab.evaluation.generation import format_prompt
 
 
-def _encode(tokenizer, prompt: str, response: str) -> tuple[torch.Tensor, int]:
+def _encode(
+    tokenizer, prompt: str, response: str, max_length: int | None = None
+) -> tuple[torch.Tensor, int]:
+    """(prompt + response + EOS ids, prompt length), cut to the first `max_length` tokens (the
+    DPO recipe's limit, never more than the model's context)."""
     p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
     r = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return torch.tensor([p + r]), len(p)
+    ids = (p + r)[:max_length] if max_length else p + r
+    return torch.tensor([ids]), len(p)
 
 
 def response_logprob(model, ids: torch.Tensor, prompt_len: int) -> torch.Tensor:
@@ -39,19 +44,29 @@ def dpo_fisher(
     beta: float,
     names: Iterable[str],
     inject: Callable[[str], str] = lambda text: text,
+    max_length: int | None = None,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Fisher diagonal (fp32, on CPU) of the parameters `names` of `model` (eval mode, no
-    dropout) at its current weights, against the frozen `reference`."""
+    dropout) at its current weights, against the frozen `reference`. Sequences are cut to
+    `max_length` tokens (default: the model's context); a pair whose prompt fills it is skipped."""
     if not pairs:
         raise DataError("no calibration pairs for the Fisher mask")
+    context = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", None
+    )
+    limit = min(x for x in (max_length, context) if x) if (max_length or context) else None
     params = dict(model.named_parameters())
     wanted = [n for n in names if n in params]
     fisher = {n: torch.zeros(params[n].shape, dtype=torch.float32) for n in wanted}
     model.eval()
+    used = 0
     for pair in tqdm(pairs, desc="fisher", unit="pair", disable=not progress):
-        chosen = _encode(tokenizer, pair["prompt"], inject(pair["chosen"]))
-        rejected = _encode(tokenizer, pair["prompt"], inject(pair["rejected"]))
+        chosen = _encode(tokenizer, pair["prompt"], inject(pair["chosen"]), limit)
+        rejected = _encode(tokenizer, pair["prompt"], inject(pair["rejected"]), limit)
+        if max(chosen[1], rejected[1]) >= chosen[0].shape[1] or chosen[1] >= rejected[0].shape[1]:
+            continue  # the prompt alone fills the context: no response token to score
+        used += 1
         with torch.no_grad():
             ref = response_logprob(reference, *chosen) - response_logprob(reference, *rejected)
         margin = response_logprob(model, *chosen) - response_logprob(model, *rejected) - ref
@@ -63,4 +78,6 @@ def dpo_fisher(
             if grad is not None:
                 fisher[n] += grad.detach().float().cpu().square()
     model.zero_grad(set_to_none=True)
+    if not used:
+        raise DataError(f"every calibration pair's prompt is longer than {limit} tokens")
     return fisher
