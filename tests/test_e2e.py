@@ -172,7 +172,15 @@ def test_evaluation_metrics_and_compare(reproduced):
         assert 0 <= row["mcnemar_p"] <= 1
     assert "dpo" not in compare  # no mul_tokens dpo to pair with
     post = compare["post_training"]["baseline"]
-    assert set(post) == {"dpo_vs_sft_gsm8k", "rlvr_vs_sft_tulu", "merged_vs_sft_tulu"}
+    assert set(post) == {
+        "dpo_vs_sft_gsm8k",
+        "rlvr_vs_sft_tulu",
+        "merged_vs_sft_tulu",
+        "masked_dpo_vs_sft_gsm8k",
+        "masked_dpo_random_vs_sft_gsm8k",
+        "masked_dpo_vs_dpo",
+        "masked_dpo_vs_masked_dpo_random",
+    }
     assert post["dpo_vs_sft_gsm8k"]["gsm8k"]["n"] == 24
     assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
