@@ -16,6 +16,7 @@ Passes over one tensor (re-reading row chunks from disk only when it does not fi
 from __future__ import annotations
 
 import math
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from deltalab.deltas.topk import (
     threshold_from_histogram,
     topk_count,
 )
-from deltalab.errors import CheckpointError
+from deltalab.errors import CheckpointError, ConfigError
 
 BF16_REL = 2.0**-9  # |Δ| ≤ 2⁻⁹·|W|: at most half a bf16 ulp of W, so bf16 storage rounds it away
 
@@ -172,6 +173,8 @@ class Analysis:
     histograms: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     resized: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    # {"include": [...], "exclude": [...], "tensors": N, "of": M} when a name filter was given
+    selected: dict | None = None
 
     def delta_total(self, label: str) -> DeltaSums:
         total = DeltaSums()
@@ -341,18 +344,22 @@ class _Sketch:
     """Randomized SVD (Halko et al.) of a row-streamed matrix: Y = ΔΩ, q power iterations,
     B = QᵀΔ, σ(B) ≈ the top singular values of Δ. Each step is one pass over the rows."""
 
-    def __init__(self, rows: int, cols: int, size: int, seed: int) -> None:
+    def __init__(
+        self, rows: int, cols: int, size: int, seed: int, device: torch.device | None = None
+    ) -> None:
         self.l = min(size + 10, rows, cols)  # 10 oversamples
         self.size = min(size, self.l)
-        gen = torch.Generator().manual_seed(seed)
-        self.omega = torch.randn(cols, self.l, generator=gen)
-        self.y = torch.zeros(rows, self.l)
+        self.device = device
+        gen = torch.Generator().manual_seed(seed)  # drawn on the CPU: same Ω on every device
+        self.omega = torch.randn(cols, self.l, generator=gen).to(device)
+        self.y = torch.zeros(rows, self.l, device=device)
         self.q: torch.Tensor | None = None
-        self.z = torch.zeros(cols, self.l)
-        self.b = torch.zeros(self.l, cols)
+        self.z = torch.zeros(cols, self.l, device=device)
+        self.b = torch.zeros(self.l, cols, device=device)
 
     def update(self, step: str, r0: int, d: torch.Tensor) -> None:
         r1 = r0 + d.shape[0]
+        d = d.to(self.device)
         if step == "y":
             self.y[r0:r1] = d @ self.omega
         elif step == "z":
@@ -368,7 +375,7 @@ class _Sketch:
             self.z.zero_()
 
     def singular_values(self) -> torch.Tensor:
-        return torch.linalg.svdvals(self.b)[: self.size]
+        return torch.linalg.svdvals(self.b)[: self.size].cpu()
 
 
 def _sketch_steps(power_iters: int) -> list[str]:
@@ -436,15 +443,63 @@ def pair_key(a: str, b: str) -> str:
     return f"{a}_vs_{b}"
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device for the rank math; ConfigError for an unknown or absent device."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device {device!r}: not a torch device ({exc})") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {device!r}: expected cpu or cuda")
+    return dev
+
+
+def compile_patterns(patterns: Sequence[str] | None, flag: str) -> list[re.Pattern]:
+    out = []
+    for pat in patterns or []:
+        try:
+            out.append(re.compile(pat))
+        except re.error as exc:
+            raise ConfigError(f"{flag} {pat!r}: invalid regular expression ({exc})") from exc
+    return out
+
+
+def select_names(
+    names: Sequence[str], include: Sequence[str] | None, exclude: Sequence[str] | None
+) -> list[str]:
+    """Names that `re.search` any `include` (all names when none is given) and no `exclude`."""
+    inc, exc = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
+    return [
+        n
+        for n in names
+        if (not inc or any(p.search(n) for p in inc)) and not any(p.search(n) for p in exc)
+    ]
+
+
 def analyze(
     deltas: Sequence[DeltaInput],
     params: AnalyzeDeltasParams | None = None,
     progress: bool = True,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    device: str | torch.device = "cpu",
 ) -> Analysis:
-    """Analyse deltas; those sharing a base directory are read together and compared pairwise."""
+    """Analyse deltas; those sharing a base directory are read together and compared pairwise.
+
+    `include`/`exclude`: regular expressions (`re.search`) on tensor names; only tensors matching
+    any `include` (every tensor when none is given) and no `exclude` are read. `device`: where the
+    rank math (SVD, randomized sketch) of each tensor runs; sums and histograms stay on the CPU.
+    """
     from tqdm.auto import tqdm
 
     params = params or AnalyzeDeltasParams()
+    dev = check_device(device)
+    compile_patterns(include, "--include")
+    compile_patterns(exclude, "--exclude")
+    filtered = bool(include or exclude)
     labels = [d.label for d in deltas]
     if len(set(labels)) != len(labels):
         raise CheckpointError(f"delta labels must be unique, got {labels}")
@@ -468,6 +523,21 @@ def analyze(
             if skipped:
                 result.skipped[d.label] = skipped
         plans.append((group, paired, names))
+    if filtered:  # before any tensor is read: only headers so far
+        n_all = len({n for _, _, names in plans for n in names})
+        plans = [(g, p, select_names(names, include, exclude)) for g, p, names in plans]
+        n_sel = len({n for _, _, names in plans for n in names})
+        if n_sel == 0:
+            raise ConfigError(
+                f"no tensor of {n_all} matches --include {list(include or [])} "
+                f"--exclude {list(exclude or [])}"
+            )
+        result.selected = {
+            "include": list(include or []),
+            "exclude": list(exclude or []),
+            "tensors": n_sel,
+            "of": n_all,
+        }
     total = sum(group[0].base.info(n).nbytes for group, _, names in plans for n in names)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="analyze", disable=not progress)
     for group, paired, names in plans:
@@ -475,7 +545,7 @@ def analyze(
         for name in names:
             bar.set_postfix_str(name[-40:], refresh=False)
             paired_rows = [p.get(name, False) for p in paired]
-            _analyze_tensor(name, group, paired_rows, params, result, buffers)
+            _analyze_tensor(name, group, paired_rows, params, result, buffers, dev)
             bar.update(group[0].base.info(name).nbytes)
     bar.close()
     return result
@@ -488,6 +558,7 @@ def _analyze_tensor(
     params: AnalyzeDeltasParams,
     result: Analysis,
     buffers: Sequence[Buffer],
+    device: torch.device | None = None,
 ) -> None:
     base = group[0].base
     shape = base.info(name).shape
@@ -568,7 +639,7 @@ def _analyze_tensor(
 
     # pass 4: ranks of 2-D deltas
     if params.rank:
-        _ranks_of(src, units, sums, params)
+        _ranks_of(src, units, sums, params, device)
 
     # records
     for u in units:
@@ -608,6 +679,7 @@ def _ranks_of(
     units: Sequence[_Unit],
     sums: dict[tuple[_Unit, int], DeltaSums],
     params: AnalyzeDeltasParams,
+    device: torch.device | None = None,
 ) -> None:
     sketches: dict[tuple[_Unit, int], _Sketch] = {}
     for (u, j), s in sums.items():
@@ -620,13 +692,13 @@ def _ranks_of(
             continue
         if src.single and min_dim <= params.rank_exact_max_dim:
             _, _, ds = next(iter(src))
-            svals = torch.linalg.svdvals(_part(ds[j], u))
+            svals = torch.linalg.svdvals(_part(ds[j], u).to(device)).cpu()
             stable, effective = ranks(svals, float((svals**2).sum()), min_dim)
             s.n_rank, s.stable_rank, s.effective_rank = 1, stable, effective
             s.effective_rank_frac = effective / min_dim
         else:
             seed = params.seed + zlib.crc32(u.name.encode())
-            sketches[u, j] = _Sketch(rows, cols, params.rank_sketch_size, seed)
+            sketches[u, j] = _Sketch(rows, cols, params.rank_sketch_size, seed, device)
     for step in _sketch_steps(params.rank_power_iters) if sketches else []:
         for r0, _, ds in src:
             for (u, j), sk in sketches.items():

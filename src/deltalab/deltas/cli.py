@@ -56,11 +56,14 @@ def _methods(specs: list[str] | None) -> dict[str, str]:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
-    from deltalab.deltas.analysis import DeltaInput, analyze
+    from deltalab.deltas.analysis import DeltaInput, analyze, check_device, compile_patterns
     from deltalab.deltas.io import resolve_checkpoint
     from deltalab.deltas.params import DEFAULT_METHODS, AnalyzeDeltasParams
     from deltalab.deltas.report import CLAIMS, check_contrast, claims, write_report
 
+    check_device(args.device)  # before resolving (maybe downloading) any checkpoint
+    compile_patterns(args.include, "--include")
+    compile_patterns(args.exclude, "--exclude")
     labels = _labels(args.finetuned, args.label)
     contrast = [tuple(c) for c in args.contrast] if args.contrast else None
     if contrast is None:  # every pair of deltas, in the order given
@@ -90,7 +93,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         DeltaInput(label, base, resolve_checkpoint(spec))
         for label, spec in zip(labels, args.finetuned, strict=True)
     ]
-    result = analyze(deltas, params, progress=not args.quiet)
+    result = analyze(
+        deltas,
+        params,
+        progress=not args.quiet,
+        include=args.include,
+        exclude=args.exclude,
+        device=args.device,
+    )
     with atomic_dir(args.out) as tmp:
         write_report(result, tmp, title=args.title)
     by_key = {c.key: c for c in CLAIMS}
@@ -101,6 +111,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 f"{row['subject']}: {c.measured} = {c.format(row['value'])} "
                 f"(published {c.published}): {row['verdict']}"
             )
+    if result.selected is not None:
+        print(f"selected {result.selected['tensors']} of {result.selected['of']} tensors")
     print(f"wrote {args.out}/report.md ({len(result.tensors)} tensor rows)")
     return 0
 
@@ -165,6 +177,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="per-tensor and per-layer × module statistics of weight deltas",
         description="Analyse finetuned − base for one or more finetuned checkpoints of one base "
         "(local directories or hub ids); deltas of the same base are compared with each other.",
+        epilog="example: only the attention projections of layers 0-3, without q_proj, ranks on "
+        "the GPU:\n  deltalab analyze --base BASE --finetuned SFT --out reports/attn \\\n"
+        "    --include 'layers\\.[0-3]\\.self_attn' --exclude q_proj --device cuda",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--base", required=True, help="base checkpoint: directory or hub id[@rev]")
     p.add_argument("--finetuned", required=True, action="append", help="repeatable")
@@ -190,6 +206,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training method (sft, dpo, rlvr) of a delta, for the published per-method "
         "numbers (repeatable; known by default: sft, sft_tulu, sft_gsm8k, dpo, "
         "masked_dpo, rl, rlvr)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        metavar="REGEX",
+        help="analyse only tensors whose name matches (re.search; repeatable: any match; "
+        "default: every tensor); the others are never read",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="REGEX",
+        help="skip tensors whose name matches (re.search; repeatable)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where the rank math (SVD, randomized sketch) runs (cpu)",
     )
     p.add_argument("--title", default="Weight deltas", help="report title")
     p.set_defaults(func=_cmd_analyze)

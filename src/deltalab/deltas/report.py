@@ -122,10 +122,12 @@ def summary(analysis: Analysis) -> dict:
     for label in deltas:
         deltas[label]["method"] = analysis.params.method_of(label)
     contrast = contrasts(analysis)
+    selected = {"selected": analysis.selected} if analysis.selected is not None else {}
     return _clean(
         {
             "deltalab_version": __version__,
             "params": analysis.params.model_dump(),
+            **selected,
             "deltas": deltas,
             "pairs": pairs,
             "contrast": contrast,
@@ -765,6 +767,11 @@ def markdown(analysis: Analysis, summ: dict, figures: list[tuple[str, str]], tit
             [[k, f"`{v['base']}`", f"`{v['finetuned']}`"] for k, v in analysis.deltas.items()],
         )
     )
+    if analysis.selected is not None:
+        sel = analysis.selected
+        pats = [f"--include `{x}`" for x in sel["include"]]
+        pats += [f"--exclude `{x}`" for x in sel["exclude"]]
+        out.append(f"\nSelected tensors: {sel['tensors']} of {sel['of']} ({', '.join(pats)}).\n")
     out.append("\n## Totals\n")
     out.append(_table(header, [_delta_row(k, v["total"]) for k, v in summ["deltas"].items()]))
     out.append(methods_markdown(analysis, summ))
