@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from deltalab.errors import DeltalabError
+from deltalab.errors import ConfigError, DeltalabError
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -54,6 +55,95 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from deltalab.evaluation.generation import format_prompt
+    from deltalab.evaluation.sampling import generate_samples
+    from deltalab.models import load_causal_lm
+    from deltalab.tokens import decode_mul_tokens
+
+    if args.question is None and args.file is None and not args.interactive:
+        raise ConfigError("give --question, --file or --interactive")
+    if args.file is not None and not Path(args.file).is_file():
+        raise ConfigError(f"{args.file}: no such questions file")
+    model, tokenizer = load_causal_lm(args.checkpoint, device=args.device, dtype=args.dtype)
+
+    def answer(questions: list[str]) -> None:
+        rows = generate_samples(
+            model,
+            tokenizer,
+            [format_prompt(q) for q in questions],
+            n=args.num_samples,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+        for question, samples in zip(questions, rows, strict=True):
+            print(f"Q: {question}")
+            for i, s in enumerate(samples):
+                stop = "EOS" if s.stopped else f"no EOS after {s.num_tokens} tokens"
+                # mul tokens as the facts they stand for (`6*9=54`), like answer extraction
+                print(f"  [{i}] ({stop}) {decode_mul_tokens(s.text).strip()}")
+
+    if args.question is not None:
+        answer([args.question])
+    if args.file is not None:
+        lines = [x.strip() for x in Path(args.file).read_text().splitlines() if x.strip()]
+        answer(lines)
+    if args.interactive:
+        for line in sys.stdin:
+            if line.strip():
+                answer([line.strip()])
+    return 0
+
+
+def _label(path: str, taken: list[str]) -> str:
+    name = Path(path.rstrip("/")).name or path
+    label, i = name, 2
+    while label in taken:
+        label, i = f"{name}_{i}", i + 1
+    return label
+
+
+def _cmd_behavior(args: argparse.Namespace) -> int:
+    from deltalab.evaluation.behavior import run_behavior
+    from deltalab.evaluation.params import BehaviorParams
+    from deltalab.evaluation.scoring import load_gsm8k
+    from deltalab.report.behavior import write_behavior
+
+    for path in args.checkpoints:
+        if not (Path(path) / "config.json").is_file():
+            raise ConfigError(f"{path}: not a checkpoint directory (no config.json)")
+    labels: list[str] = []
+    for path in args.checkpoints:
+        labels.append(_label(path, labels))
+    rows = load_gsm8k(args.questions, limit=args.limit)
+    checked = BehaviorParams(
+        samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, seed=args.seed, models=["sft_tulu"], pairs=[],
+    )  # fmt: skip
+    # labels are free names here: every later one compared with the first, paired
+    pairs = [[label, labels[0]] for label in labels[1:]]
+    params = checked.model_copy(update={"models": labels, "pairs": pairs})
+    result = run_behavior(
+        dict(zip(labels, args.checkpoints, strict=True)), rows, params, device=args.device,
+        dtype=args.dtype, progress=True,
+    )  # fmt: skip
+    out = Path(args.out)
+    write_behavior(
+        result.metrics, result.records, labels,
+        metrics_path=out / "behavior.json", plot_csv=out / "passk.csv", report_dir=out / "report",
+        title=f"{', '.join(labels)} ({len(rows)} questions)",
+    )  # fmt: skip
+    for label in labels:
+        m = result.metrics["models"][label]
+        print(
+            f"{label}: greedy {m['greedy']['accuracy']:.3f}, pass@1 {m['pass_at_k']['k1']:.3f}, "
+            f"pass@{args.samples} {m['pass_at_k'][f'k{args.samples}']:.3f}"
+        )
+    print(f"wrote {out}/behavior.json, {out}/report/")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the evaluation subcommands to the `deltalab` parser."""
     ev = sub.add_parser("evaluate", help="greedy GSM8K (+ probes) evaluation of a checkpoint")
@@ -80,6 +170,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("--confidence", type=float, default=0.95)
     cmp.add_argument("--seed", type=int, default=0)
     cmp.set_defaults(func=_cmd_compare)
+
+    sm = sub.add_parser(
+        "sample",
+        help="sample answers of a checkpoint to questions (prompt format of the evaluation)",
+        epilog='example: deltalab sample models/baseline/seed0/rlvr --question "What is 7 times '
+        '8?" --num-samples 4 --temperature 0.8',
+    )
+    sm.add_argument("checkpoint", help="HF checkpoint directory (model + tokenizer)")
+    sm.add_argument("--question", help="one question")
+    sm.add_argument("--file", help="a text file, one question per line")
+    sm.add_argument("--interactive", action="store_true", help="read questions from stdin")
+    sm.add_argument("--num-samples", type=int, default=1)
+    sm.add_argument("--temperature", type=float, default=1.0)
+    sm.add_argument("--max-new-tokens", type=int, default=128)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    sm.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    sm.set_defaults(func=_cmd_sample)
+
+    bh = sub.add_parser(
+        "behavior",
+        help="the behavior stage's measures for several checkpoints on the same questions",
+        epilog="example: deltalab behavior models/baseline/seed0/sft_tulu "
+        "models/baseline/seed0/rlvr --questions data/prepared/gsm8k/test.jsonl --limit 50 "
+        "--out reports/sft_vs_rlvr  (every checkpoint is compared, paired, with the first)",
+    )
+    bh.add_argument("checkpoints", nargs="+", help="checkpoint directories sharing a tokenizer")
+    bh.add_argument("--questions", required=True, help="GSM8K-format JSONL {question, answer}")
+    bh.add_argument("--out", required=True, help="output directory")
+    bh.add_argument("--limit", type=int, default=None, help="first N questions")
+    bh.add_argument("--samples", type=int, default=8, help="sampled answers per question")
+    bh.add_argument("--temperature", type=float, default=1.0)
+    bh.add_argument("--max-new-tokens", type=int, default=64)
+    bh.add_argument("--batch-size", type=int, default=128)
+    bh.add_argument("--seed", type=int, default=0)
+    bh.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    bh.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    bh.set_defaults(func=_cmd_behavior)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
