@@ -66,3 +66,46 @@ def test_the_bootstrap_resamples_the_last_question_too():
     treatment = [0.0] * 4 + [1.0]
     low, high = paired_bootstrap_ci(reference, treatment, n_bootstrap=2000, seed=0)
     assert low == 0.0 and high >= 0.2
+
+
+def test_pooled_seeds_resample_whole_questions_and_report_that_interval():
+    """Two seeds that agree question by question: the pooled interval must be the cluster
+    bootstrap over questions (wider than treating the 2n pairs as independent)."""
+    from deltalab.evaluation.compare import build_compare
+    from deltalab.evaluation.params import CompareParams
+
+    rng = np.random.default_rng(0)
+    n = 60
+    base = rng.random(n) < 0.4
+    treat = np.where(rng.random(n) < 0.7, base, rng.random(n) < 0.6)
+
+    def records(correct):
+        return [
+            {"id": f"q{i}", "task": "gsm8k", "family": "gsm8k", "gold": "1", "correct": bool(c)}
+            for i, c in enumerate(correct)
+        ]
+
+    conditions = (("baseline", base), ("mul_tokens", treat))
+    preds = {(cond, seed, "m"): records(c) for cond, c in conditions for seed in (0, 1)}
+    params = CompareParams(n_bootstrap=4000, confidence=0.95, seed=3)
+    row = build_compare(preds, params)["m"]["gsm8k"]
+    ids = [f"q{i}" for i in range(n)] * 2
+    ref, trt = np.concatenate([base, base]), np.concatenate([treat, treat])
+    clustered = paired_bootstrap_ci(ref, trt, n_bootstrap=4000, seed=3, clusters=ids)
+    naive = paired_bootstrap_ci(ref, trt, n_bootstrap=4000, seed=3)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(clustered)
+    assert clustered[1] - clustered[0] > 1.2 * (naive[1] - naive[0])
+
+
+def test_interval_level_is_the_one_asked_for():
+    rng = np.random.default_rng(5)
+    ref = rng.random(400) < 0.45
+    trt = np.where(rng.random(400) < 0.8, ref, rng.random(400) < 0.6)
+    wide = paired_bootstrap_ci(ref, trt, n_bootstrap=20_000, confidence=0.95, seed=1)
+    narrow = paired_bootstrap_ci(ref, trt, n_bootstrap=20_000, confidence=0.90, seed=1)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+    d = trt.astype(float) - ref.astype(float)
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    # percentile intervals of a mean of 400 pairs: within 0.2 SE of the normal one
+    assert wide[1] - d.mean() == pytest.approx(1.96 * se, abs=0.2 * se)
+    assert narrow[1] - d.mean() == pytest.approx(1.645 * se, abs=0.2 * se)
