@@ -109,3 +109,66 @@ def test_interval_level_is_the_one_asked_for():
     # percentile intervals of a mean of 400 pairs: within 0.2 SE of the normal one
     assert wide[1] - d.mean() == pytest.approx(1.96 * se, abs=0.2 * se)
     assert narrow[1] - d.mean() == pytest.approx(1.645 * se, abs=0.2 * se)
+
+
+def test_global_rescale_is_one_factor_for_the_whole_vector(vector, tmp_path):
+    base, ft, _ = vector
+    out = {m: tmp_path / f"{m}.safetensors" for m in ("global", "tensor")}
+    for mode, path in out.items():
+        build_task_vectors(Checkpoint(base), [(Checkpoint(ft), path)], 0.3, rescale=mode,
+                           progress=False)  # fmt: skip
+    entries = TaskVector(out["global"]).entries
+    factors = {e["scale"] for e in entries.values()}
+    full = sum(e["norm"] ** 2 for e in entries.values())
+    kept = sum(e["sparse_norm"] ** 2 for e in entries.values())
+    assert len(factors) == 1 and factors.pop() == pytest.approx((full / kept) ** 0.5)
+    per_tensor = {name: e["scale"] for name, e in TaskVector(out["tensor"]).entries.items()}
+    for name, e in entries.items():
+        assert per_tensor[name] == pytest.approx(e["norm"] / e["sparse_norm"])
+    assert len({round(f, 6) for f in per_tensor.values()}) > 1  # the two modes differ
+
+
+def test_merge_dtype_override_and_bad_scales(vector, tmp_path):
+    from deltalab.deltas.merge import merge
+    from deltalab.errors import ConfigError
+
+    base, _, path = vector
+    merge(Checkpoint(base), [(TaskVector(path), 1.0)], tmp_path / "bf16", dtype="bfloat16",
+          progress=False)  # fmt: skip
+    with safe_open(f"{tmp_path}/bf16/model.safetensors", "pt") as f:
+        w = f.get_tensor("transformer.h.0.mlp.c_fc.weight")
+    assert w.dtype == torch.bfloat16
+    fp32 = tmp_path / "fp32"
+    merge(Checkpoint(base), [(TaskVector(path), 1.0)], fp32, progress=False)
+    with safe_open(f"{fp32}/model.safetensors", "pt") as f:
+        assert torch.equal(w, f.get_tensor("transformer.h.0.mlp.c_fc.weight").bfloat16())
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="finite"):
+            merge(Checkpoint(base), [(TaskVector(path), bad)], tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bf16_vector_values_round_the_fp32_values(vector, tmp_path):
+    base, ft, path = vector
+    half = tmp_path / "bf16.safetensors"
+    build_task_vectors(Checkpoint(base), [(Checkpoint(ft), half)], 0.3, values_dtype="bfloat16",
+                       progress=False)  # fmt: skip
+    name = "transformer.h.1.attn.c_proj.weight"
+    exact, rounded = TaskVector(path).dense(name), TaskVector(half).dense(name)
+    assert torch.equal(rounded, exact.bfloat16().float())
+    assert not torch.equal(rounded, exact)
+
+
+def test_a_stage_turns_a_user_error_into_exit_2(monkeypatch, capsys, tmp_path):
+    from deltalab import stage
+    from deltalab.errors import DataError
+
+    def main(params, cond):
+        raise DataError(f"{cond}: no such file")
+
+    monkeypatch.setattr("sys.argv", ["x.py", "--cond", "baseline"])
+    monkeypatch.chdir(__import__("pathlib").Path(__file__).resolve().parents[1])
+    with pytest.raises(SystemExit) as exit_info:
+        stage.run(main, cond=str)
+    assert exit_info.value.code == 2
+    assert "error: baseline: no such file" in capsys.readouterr().err
