@@ -7,18 +7,21 @@ from safetensors.torch import save_file
 from deltalab import paths, stage
 from deltalab.atomic import atomic_file
 from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import dpo_trainer, load_preference_rows, preference_dataset
+from deltalab.train.dpo import (
+    dpo_trainer,
+    load_preference_rows,
+    preference_dataset,
+    preference_split,
+)
 from deltalab.train.recipe import TrainingRun, optimizer_state
 
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.dpo
     rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-    if cfg.max_train_samples:
-        rows = rows[: cfg.max_train_samples]
-    n_val = max(1, int(len(rows) * cfg.val_fraction))  # held out: validation reward accuracy
+    train_rows, val_rows = preference_split(rows, cfg.val_fraction, cfg.max_train_samples)
     inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-    train, val = preference_dataset(rows[n_val:], inject), preference_dataset(rows[:n_val], inject)
+    train, val = preference_dataset(train_rows, inject), preference_dataset(val_rows, inject)
 
     parent = paths.checkpoint(cond, seed, "sft_gsm8k")
     out = paths.checkpoint(cond, seed, "dpo")

@@ -19,7 +19,12 @@ from deltalab.deltas.io import Checkpoint
 from deltalab.errors import ConfigError
 from deltalab.masks.build import MaskFile
 from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import dpo_trainer, load_preference_rows, preference_dataset
+from deltalab.train.dpo import (
+    dpo_trainer,
+    load_preference_rows,
+    preference_dataset,
+    preference_split,
+)
 from deltalab.train.masked_adamw import MaskedAdamW
 from deltalab.train.recipe import TrainingRun
 
@@ -86,11 +91,9 @@ def train_masked(params, cond: str, seed: int, name: str, method: str, train, va
 def main(params, cond: str, seed: int) -> None:
     cfg = params.masked_dpo
     rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-    if cfg.max_train_samples:
-        rows = rows[: cfg.max_train_samples]
-    n_val = max(1, int(len(rows) * cfg.val_fraction))  # the dpo stage's split
+    train_rows, val_rows = preference_split(rows, cfg.val_fraction, cfg.max_train_samples)
     inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-    train, val = preference_dataset(rows[n_val:], inject), preference_dataset(rows[:n_val], inject)
+    train, val = preference_dataset(train_rows, inject), preference_dataset(val_rows, inject)
 
     if not cfg.control:  # dvc.yaml declares the control's outputs: never leave them missing
         raise ConfigError(

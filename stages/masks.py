@@ -17,7 +17,7 @@ from deltalab.masks.fisher import dpo_fisher
 from deltalab.masks.report import plot_layers, summary
 from deltalab.models import configure_torch, load_causal_lm
 from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import load_preference_rows
+from deltalab.train.dpo import load_preference_rows, preference_split
 
 
 def main(params, cond: str, seed: int) -> None:
@@ -33,8 +33,10 @@ def main(params, cond: str, seed: int) -> None:
         model, tokenizer = load_causal_lm(tuned.path, device=params.runtime.device)
         reference, _ = load_causal_lm(base.path, device=params.runtime.device)
         rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-        n_val = max(1, int(len(rows) * params.dpo.val_fraction))  # the dpo stage's split
-        pairs = rows[n_val : n_val + cfg.fisher_samples]
+        train_rows, _ = preference_split(
+            rows, params.dpo.val_fraction, params.dpo.max_train_samples
+        )
+        pairs = train_rows[: cfg.fisher_samples]  # the dpo stage's training pairs
         inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
         fisher = dpo_fisher(
             model, reference, tokenizer, pairs, params.dpo.beta, names, inject,

@@ -231,7 +231,7 @@ def test_state_dict_round_trip_continues_identically():
     buf = io.BytesIO()
     torch.save({"params": [p.detach() for p in a], "opt": opt_a.state_dict()}, buf)
     buf.seek(0)
-    saved = torch.load(buf)
+    saved = torch.load(buf, weights_only=True)
     b = leaves(*saved["params"])
     opt_b = MaskedAdamW(b, dict(zip(b, masks, strict=True)), **HYPER)
     opt_b.load_state_dict(saved["opt"])

@@ -123,11 +123,9 @@ class LiveMerge:
                 ((idx, values),) = vector.sparse_chunks(name, [(0, n)])
                 terms.append(_term(idx, values, blocks, device))
             self.slots[name] = _Slot(param, master, blocks, terms)
-        largest = max((min(s.blocks[0][1], s.base.numel()) for s in self.slots.values()
-                       if s.blocks), default=0)  # fmt: skip
+        largest = max((s.blocks[0][1] for s in self.slots.values() if s.blocks), default=0)
         devices = {s.base.device for s in self.slots.values()}
         self._work = {d: torch.empty(largest, dtype=torch.float32, device=d) for d in devices}
-        self._scratch = {d: torch.empty(largest, dtype=torch.float32, device=d) for d in devices}
 
     @property
     def nbytes(self) -> int:
@@ -159,6 +157,5 @@ class LiveMerge:
                     else:
                         lo, hi = term.bounds[b], term.bounds[b + 1]
                         idx = term.idx[lo:hi]
-                    values = self._scratch[device][: hi - lo].copy_(term.values[lo:hi])
-                    add_scaled(w, idx, values, scale)
+                    add_scaled(w, idx, term.values[lo:hi], scale)
                 flat[start:stop].copy_(w)

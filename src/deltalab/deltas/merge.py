@@ -68,12 +68,13 @@ def add_scaled(
 
     `idx` holds the flat indices of the kept entries of τ within the piece (None: `values` is
     dense). Only kept entries change: w + s·0 would equal w anyway, and index_add_ is ~2x faster
-    than numpy's scatter. `values` is multiplied in place (callers pass a fresh or owned copy).
+    than numpy's scatter. `values` is left as it is (`alpha` scales on the fly), so stored
+    vectors are used without a copy.
     """
     if idx is None:
-        w += values.mul_(scale)
+        w.add_(values, alpha=scale)
     else:
-        w.index_add_(0, idx, values.mul_(scale))
+        w.index_add_(0, idx, values, alpha=scale)
 
 
 def merge(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -252,7 +251,3 @@ def export_pt(mask: MaskFile, out: str | os.PathLike) -> int:
 def layer_module(name: str) -> tuple[str, str]:
     loc = classify(name)
     return ("-" if loc.layer is None else str(loc.layer)), loc.module
-
-
-def sanitize(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)

@@ -163,8 +163,8 @@ def study_inputs(
     )
 
 
-def sampler(cfg_population: int, seed: int) -> optuna.samplers.NSGAIISampler:
-    return optuna.samplers.NSGAIISampler(population_size=cfg_population, seed=seed)
+def sampler(population_size: int, seed: int) -> optuna.samplers.NSGAIISampler:
+    return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
 
 
 def create_or_load(
@@ -241,7 +241,9 @@ def optimize(
         ran += 1
         scales = [trial.suggest_float(p, *ranges[p]) for p in PARAMS]
         key = tuple(scales)
-        result = seen[key] if key in seen else seen.setdefault(key, evaluate(scales))
+        if key not in seen:
+            seen[key] = evaluate(scales)
+        result = seen[key]
         trial.set_user_attr("worker", worker)
         if not (math.isfinite(result.consistency) and math.isfinite(result.perplexity)):
             return float("nan"), float("nan")  # optuna marks the trial FAIL

@@ -36,6 +36,17 @@ def load_preference_rows(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def preference_split(
+    rows: Sequence[dict], val_fraction: float, max_train_samples: int | None = None
+) -> tuple[list[dict], list[dict]]:
+    """(train, validation) pairs: after the optional `max_train_samples` cut, the first
+    `val_fraction` (at least one pair) is held out. dpo, masked_dpo and the Fisher mask's
+    calibration pairs all use this split."""
+    rows = list(rows[:max_train_samples] if max_train_samples else rows)
+    n_val = max(1, int(len(rows) * val_fraction))
+    return rows[n_val:], rows[:n_val]
+
+
 def preference_dataset(rows: Sequence[dict], inject: Callable[[str], str]) -> Dataset:
     """TRL's standard preference format; `inject` rewrites the responses (mul_tokens condition)."""
     return Dataset.from_list(
