@@ -119,3 +119,30 @@ def test_bad_device_or_dtype_fails_before_loading(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(CheckpointError, match="no CUDA device is available"):
             load_causal_lm(ckpt, device="cuda")
+
+
+_RESAVE = """
+import sys
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from deltalab.models import save_checkpoint
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+save_checkpoint(AutoModelForCausalLM.from_pretrained(src), AutoTokenizer.from_pretrained(src), out)
+"""
+
+
+def test_saved_bytes_do_not_depend_on_hf_hub_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    src = _saved(tmp_path, "src")
+    saved = {}
+    for offline in ("0", "1"):
+        env = {**os.environ, "HF_HUB_OFFLINE": offline, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = tmp_path / f"offline{offline}"
+        subprocess.run([sys.executable, "-c", _RESAVE, src, out], env=env, check=True)
+        saved[offline] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert saved["0"] == saved["1"]
+    assert "local_files_only" not in saved["1"]["tokenizer_config.json"].decode()
+    assert "model.safetensors" in saved["1"]

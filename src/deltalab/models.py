@@ -3,6 +3,7 @@ when a profile opts in with `runtime.trust_remote_code`)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -190,7 +191,21 @@ def import_pretrained(
     return model
 
 
+# How a tokenizer was loaded, not what it is: transformers writes these load options back into
+# tokenizer_config.json (`local_files_only` follows HF_HUB_OFFLINE), which would give the same
+# artifact another hash, and DVC would re-run everything downstream.
+LOAD_OPTIONS = (
+    "local_files_only", "is_local", "_commit_hash", "cache_dir", "revision", "token",
+    "trust_remote_code", "force_download", "proxies", "subfolder",
+)  # fmt: skip
+
+
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
-    """Save as safetensors + config + tokenizer, loadable offline by AutoModelForCausalLM."""
+    """Save as safetensors + config + tokenizer, loadable offline by AutoModelForCausalLM; the
+    bytes describe the artifact only, whatever the environment it was loaded in."""
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+    config_path = Path(out) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    cleaned = {k: v for k, v in config.items() if k not in LOAD_OPTIONS}
+    config_path.write_text(json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n")
