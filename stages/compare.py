@@ -1,7 +1,8 @@
 """compare: baseline vs mul_tokens for every evaluated stage — accuracies, difference, paired
-bootstrap CI and exact McNemar p-value (pooled over seeds, plus per-seed rows) — and, within each
-delta-track condition, each post-training stage against its parent (dpo vs sft_gsm8k, rlvr vs
-sft_tulu) on the same questions; plus the accuracy figures."""
+bootstrap interval over questions, exact McNemar p-value (pooled over seeds), per-seed rows and
+the t-interval over seeds — and, within each delta-track condition, each post-training stage
+against its parent (dpo vs sft_gsm8k, rlvr vs sft_tulu) on the same questions; plus the accuracy
+figures."""
 
 import json
 
@@ -47,18 +48,25 @@ def main(params) -> None:
     plot_accuracy(table, models, paths.REPORTS / "evaluation" / "accuracy.png", branches=track)
     write_compare(paths.COMPARE, result)
     for model in models:
-        g = result[model]["gsm8k"]
+        g, n_seeds = result[model]["gsm8k"], result[model]["n_seeds"]
+        seeds = (
+            f"seeds [{g['seeds_ci_low']:+.3f}, {g['seeds_ci_high']:+.3f}] (sd {g['seeds_sd']:.3f})"
+            if n_seeds > 1
+            else "one seed: training-run variance unmeasured"
+        )
         print(
-            f"{model}: baseline {g['baseline_accuracy']:.3f} vs mul_tokens "
-            f"{g['mul_tokens_accuracy']:.3f}, diff {g['difference']:+.3f} "
-            f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], McNemar p={g['mcnemar_p']:.3g}"
+            f"{model} ({n_seeds} seeds): baseline {g['baseline_accuracy']:.3f} vs mul_tokens "
+            f"{g['mul_tokens_accuracy']:.3f}, diff {g['difference']:+.3f}, questions "
+            f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], {seeds}, "
+            f"McNemar p={g['mcnemar_p']:.3g}"
         )
     for cond, comparisons in result["post_training"].items():
         for name, entry in comparisons.items():
             g = entry["gsm8k"]
             print(
-                f"{cond} {name}: GSM8K diff {g['difference']:+.3f} "
-                f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}], McNemar p={g['mcnemar_p']:.3g}"
+                f"{cond} {name}: GSM8K diff {g['difference']:+.3f}, questions "
+                f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], "
+                f"McNemar p={g['mcnemar_p']:.3g}"
             )
 
 

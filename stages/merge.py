@@ -94,7 +94,8 @@ def main(params, cond: str, seed: int) -> None:
     for name, test in result["vs_best_single"].items():
         print(
             f"  {name} − {result['best_single']}: {test['difference']:+.3f} "
-            f"[{test['ci_low']:+.3f}, {test['ci_high']:+.3f}], McNemar p = {test['mcnemar_p']:.3g}"
+            f"[{test['questions_ci_low']:+.3f}, {test['questions_ci_high']:+.3f}], "
+            f"McNemar p = {test['mcnemar_p']:.3g}"
         )
 
 

@@ -168,7 +168,7 @@ def test_evaluation_metrics_and_compare(reproduced):
     compare = json.loads((repo / "metrics/compare.json").read_text())
     for model in TRAINED:
         row = compare[model]["gsm8k"]
-        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["questions_ci_low"] <= row["difference"] <= row["questions_ci_high"]
         assert 0 <= row["mcnemar_p"] <= 1
     assert "dpo" not in compare  # no mul_tokens dpo to pair with
     post = compare["post_training"]["baseline"]
@@ -273,7 +273,7 @@ def test_dots_track_outputs(reproduced):
     assert set(merge["accuracy"]) == {"merged", "sparse_1_1", "dense_1_1", "sft_gsm8k", "rlvr"}
     assert merge["scales"]["scale_sft"] == search["chosen"]["scale_sft"]
     for test in merge["vs_best_single"].values():
-        assert test["ci_low"] <= test["difference"] <= test["ci_high"]
+        assert test["questions_ci_low"] <= test["difference"] <= test["questions_ci_high"]
     AutoModelForCausalLM.from_pretrained(repo / "models/baseline/seed0/merged")
     evaluated = json.loads((repo / "metrics/eval/baseline/seed0/merged.json").read_text())
     assert evaluated["gsm8k"]["accuracy"] == merge["accuracy"]["merged"]  # same weights, bits

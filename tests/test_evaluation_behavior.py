@@ -229,14 +229,14 @@ def test_compare_models() -> None:
         block = c["pass_at_k"][f"k{k}"]
         expected = question_pass_at_k(treatment, k).mean() - question_pass_at_k(reference, k).mean()
         assert block["difference"] == pytest.approx(expected)
-        assert block["ci_low"] <= block["difference"] <= block["ci_high"]
+        assert block["questions_ci_low"] <= block["difference"] <= block["questions_ci_high"]
     g = c["greedy"]
     assert g["n"] == 40 and 0 <= g["mcnemar_p"] <= 1
     assert g["treatment_accuracy"] - g["reference_accuracy"] == pytest.approx(g["difference"])
     assert "questions resampled" in c["interval"] and "one seed" in c["interval"]
     same = compare_models(reference, reference, n_bootstrap=200, confidence=0.9, seed=0)
     for block in (same["greedy"], *same["pass_at_k"].values()):
-        assert block["difference"] == block["ci_low"] == block["ci_high"] == 0.0
+        assert block["difference"] == block["questions_ci_low"] == block["questions_ci_high"] == 0.0
     with pytest.raises(ValueError, match="same questions"):
         compare_models(reference, treatment[::-1], n_bootstrap=200, confidence=0.9, seed=0)
 

@@ -53,7 +53,7 @@ def test_known_two_by_two_table() -> None:
     assert out["difference"] == pytest.approx(6 / 20)
     assert out["mcnemar_p"] == pytest.approx(2 * (1 + 8) / 256)  # 0.0703125
     assert out["n"] == 20 and (out["discordant_b"], out["discordant_c"]) == (1, 7)
-    assert out["ci_low"] < out["difference"] < out["ci_high"]
+    assert out["questions_ci_low"] < out["difference"] < out["questions_ci_high"]
 
 
 def test_bootstrap_matches_scipy_percentile_interval() -> None:

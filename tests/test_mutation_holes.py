@@ -93,7 +93,7 @@ def test_pooled_seeds_resample_whole_questions_and_report_that_interval():
     ref, trt = np.concatenate([base, base]), np.concatenate([treat, treat])
     clustered = paired_bootstrap_ci(ref, trt, n_bootstrap=4000, seed=3, clusters=ids)
     naive = paired_bootstrap_ci(ref, trt, n_bootstrap=4000, seed=3)
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx(clustered)
+    assert (row["questions_ci_low"], row["questions_ci_high"]) == pytest.approx(clustered)
     assert clustered[1] - clustered[0] > 1.2 * (naive[1] - naive[0])
 
 

@@ -235,8 +235,8 @@ def compare_models(
             "reference": float(ref.mean()),
             "treatment": float(trt.mean()),
             "difference": float(trt.mean() - ref.mean()),
-            "ci_low": low,
-            "ci_high": high,
+            "questions_ci_low": low,
+            "questions_ci_high": high,
         }
     return {
         "greedy": greedy,

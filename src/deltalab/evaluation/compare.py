@@ -2,21 +2,32 @@
 
 ```
 {"<model>": {
-    "n_seeds": 2,
-    "gsm8k": {"baseline_accuracy", "mul_tokens_accuracy", "difference", "ci_low", "ci_high",
-              "mcnemar_p", "n", "discordant_b", "discordant_c"},
+    "n_seeds": 3,
+    "gsm8k": {"baseline_accuracy", "mul_tokens_accuracy", "difference",
+              "questions_ci_low", "questions_ci_high", "mcnemar_p", "n", "discordant_b",
+              "discordant_c",
+              # with >= 2 seeds:
+              "seeds_mean_difference", "seeds_sd", "seeds_ci_low", "seeds_ci_high"},
     "probes": {"all": {...}, "times_table": {...}, "two_by_one": {...}, "addition": {...}},
-    "seeds": {"seed0": {"gsm8k": {...}, "probes": {...}}, "seed1": {...}}}}
+    "seeds": {"seed0": {"gsm8k": {...}, "probes": {...}}, "seed1": {...}, ...}}}
 ```
 
 `difference` = treatment - reference accuracy (mul_tokens - baseline); `discordant_b` counts
 questions only the reference got right, `discordant_c` questions only the treatment got right.
 The top level of a model is the pooled result: pairs are matched by (seed, id) and concatenated,
 McNemar uses the pooled discordant counts (seeds share questions, so with several seeds this
-p-value treats repeated questions as independent; the interval does not), and the bootstrap
-resamples questions with all their seeds (cluster bootstrap). `seeds` lists per-seed rows only when
-there are several seeds (with one seed they would repeat the top level). Every flattened key
-(`sft_gsm8k.probes.times_table.difference`) is unique, so `dvc exp show --sort-by` works on it.
+p-value treats repeated questions as independent; the intervals do not).
+
+Two intervals, named after the variance they cover:
+- `questions_ci_*`: bootstrap over questions, each resampled with all its seeds (cluster
+  bootstrap): how much the difference would move on other questions, for these trained models.
+- `seeds_ci_*`: t-interval over the per-seed differences: how much it moves between training
+  runs. Only this one speaks to "does the condition help", and only with several seeds; with one
+  seed, `n_seeds: 1` says that training-run variance is unmeasured.
+
+`seeds` lists per-seed rows only when there are several seeds (with one seed they would repeat
+the top level). Every flattened key (`sft_gsm8k.probes.times_table.difference`) is unique, so
+`dvc exp show --sort-by` works on it.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from deltalab.atomic import write_json
 from deltalab.errors import DataError
 from deltalab.evaluation.params import CompareParams
 from deltalab.evaluation.scoring import GSM8K, PROBE_FAMILIES, PROBES, read_jsonl
-from deltalab.evaluation.stats import compare_paired
+from deltalab.evaluation.stats import compare_paired, seed_interval
 
 Key = tuple[str, int, str]  # (condition, seed, model)
 _REQUIRED = ("id", "task", "family", "gold", "correct")
@@ -111,6 +122,12 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
+def _get(tree: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def _stats(pairs, params: CompareParams, reference: str, treatment: str, pooled: bool):
     result = compare_paired(
         [p[1]["correct"] for p in pairs],
@@ -177,10 +194,15 @@ def build_compare(
         for path, members in _groups(pooled):
             _set(entry, path, _stats(members, params, reference, treatment, pooled=True))
         if len(by_seed) > 1:
+            differences: dict[tuple[str, ...], list[float]] = {}
             for seed in sorted(by_seed):
                 for path, members in _groups(by_seed[seed]):
                     stats = _stats(members, params, reference, treatment, pooled=False)
                     _set(entry, ("seeds", f"seed{seed}", *path), stats)
+                    differences.setdefault(path, []).append(stats["difference"])
+            for path, diffs in differences.items():
+                if len(diffs) == len(by_seed):  # the group exists in every seed
+                    _get(entry, path).update(seed_interval(diffs, confidence=params.confidence))
         out[model] = entry
     return out
 

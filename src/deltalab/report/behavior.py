@@ -73,7 +73,8 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _interval(block: Mapping[str, float]) -> str:
-    return f"{block['difference']:+.3f} [{block['ci_low']:+.3f}, {block['ci_high']:+.3f}]"
+    low, high = block["questions_ci_low"], block["questions_ci_high"]
+    return f"{block['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def behavior_markdown(metrics: Mapping[str, Any], models: Sequence[str], title: str) -> str:

@@ -54,7 +54,9 @@ def compare_with_references(
             confidence=cfg.confidence,
             seed=cfg.seed,
         )
-        tests[name] = {k: test[k] for k in ("difference", "ci_low", "ci_high", "mcnemar_p")}
+        tests[name] = {
+            k: test[k] for k in ("difference", "questions_ci_low", "questions_ci_high", "mcnemar_p")
+        }
     return {
         "accuracy": accuracy,
         "best_single": best,
