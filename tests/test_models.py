@@ -146,3 +146,18 @@ def test_saved_bytes_do_not_depend_on_hf_hub_offline(tmp_path):
     assert saved["0"] == saved["1"]
     assert "local_files_only" not in saved["1"]["tokenizer_config.json"].decode()
     assert "model.safetensors" in saved["1"]
+
+
+def test_built_gpt2_uses_the_fused_kernel_of_gpt2s_own_gelu():
+    from transformers import GPT2LMHeadModel
+
+    model = build_gpt2(
+        ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64), tiny_tokenizer(), seed=0
+    )
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    config = model.config.to_dict() | {"activation_function": "gelu_new"}  # GPT-2's default
+    reference = GPT2LMHeadModel(type(model.config).from_dict(config))
+    reference.load_state_dict(model.state_dict())
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(model(x).logits, reference.eval()(x).logits, atol=1e-5)
