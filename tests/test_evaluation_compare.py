@@ -19,7 +19,6 @@ from deltalab.evaluation.compare import (
 )
 from deltalab.evaluation.params import CompareParams, EvaluateParams
 from deltalab.evaluation.scoring import write_predictions
-from deltalab.evaluation.stats import compare_paired
 
 PARAMS = CompareParams(n_bootstrap=500, seed=0)
 FIELDS = {
@@ -93,8 +92,21 @@ def test_single_seed_structure_and_values() -> None:
     assert g["difference"] == pytest.approx(2 / 8)
     assert (g["discordant_b"], g["discordant_c"]) == (1, 3) and g["n"] == 8
     assert g["mcnemar_p"] == pytest.approx(2 * (1 + 4) / 16)
-    expected = compare_paired(BASE, MUL, n_bootstrap=500, seed=0)
-    assert g["mcnemar_p"] == expected["mcnemar_p"]
+    # the interval by hand: 500 resamples of the 8 pairs drawn from default_rng(seed=0), and the
+    # percentiles with numpy's default (linear) definition
+    import numpy as np
+
+    d = [int(m) - int(b) for b, m in zip(BASE, MUL, strict=True)]
+    resamples = np.random.default_rng(0).integers(0, 8, size=(500, 8)).tolist()
+    boot = sorted(sum(d[i] for i in row) / 8 for row in resamples)
+
+    def percentile(q: float) -> float:
+        pos = q * (len(boot) - 1)
+        return boot[int(pos)] + (pos - int(pos)) * (boot[int(pos) + 1] - boot[int(pos)])
+
+    expected = (percentile(0.025), percentile(0.975))
+    assert (g["questions_ci_low"], g["questions_ci_high"]) == pytest.approx(expected, abs=1e-12)
+    assert expected[0] < 0 < 2 / 8 < expected[1]  # not a degenerate interval
     tt = entry["probes"]["times_table"]
     assert (tt["baseline_accuracy"], tt["mul_tokens_accuracy"], tt["n"]) == (1.0, 0.5, 2)
     assert (

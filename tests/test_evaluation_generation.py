@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import GenerationConfig
 
 from deltalab.errors import DataError
 from deltalab.evaluation.generation import (
@@ -121,17 +122,54 @@ def test_bad_arguments(tiny, prompts) -> None:
         generate_greedy(model, tokenizer, prompts, max_new_tokens=4, batch_size=0)
 
 
-def test_checkpoint_generation_config_does_not_leak(prompts, reference) -> None:
-    """A saved generation_config (sampling, penalties, suppressed tokens) must not alter greedy."""
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
+def naive_greedy(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple]:
+    """Independent reference: whole sequence re-run every step, no cache, no padding, argmax."""
+    out = []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            new: list[int] = []
+            while len(new) < max_new_tokens and tokenizer.eos_token_id not in new:
+                logits = model(input_ids=torch.tensor([ids + new])).logits[0, -1]
+                new.append(int(logits.double().argmax()))
+            out.append(tuple(new))
+    return out
+
+
+def test_checkpoint_generation_config_does_not_leak(prompts, monkeypatch) -> None:
+    """A saved generation_config (sampling, penalties, suppressed tokens) must not alter greedy:
+    `generate` gets exactly greedy settings with this call's budget, EOS and pad, and sees none
+    of the checkpoint's own config."""
+    tokenizer = build_tokenizer(pad_equals_eos=False)  # a wrong pad id cannot pass as EOS
+    model = build_model(tokenizer, seed=3)
+    expected = naive_greedy(model, tokenizer, prompts[:5], MAX_NEW)
     saved = model.generation_config
-    saved.do_sample, saved.temperature = True, 3.0
+    saved.do_sample, saved.temperature, saved.top_k = True, 3.0, 5
     saved.repetition_penalty, saved.no_repeat_ngram_size = 5.0, 1
-    saved.suppress_tokens = sorted({t for g in reference for t in g.token_ids})
-    out = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=4)
-    assert out == reference
+    saved.suppress_tokens = sorted({t for ids in expected for t in ids})
+    saved.max_new_tokens, saved.pad_token_id = 2, tokenizer.eos_token_id
+
+    calls = []
+    real_generate = model.generate
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["generation_config"], model.generation_config.to_diff_dict()))
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy, raising=False)
+    single = generate_one_at_a_time(model, tokenizer, prompts[:5], max_new_tokens=MAX_NEW)
+    assert len(calls) == 5
+    for config, hidden in calls:
+        assert (config.do_sample, config.num_beams, config.max_new_tokens) == (False, 1, MAX_NEW)
+        assert config.eos_token_id == tokenizer.eos_token_id
+        assert config.pad_token_id == tokenizer.pad_token_id != tokenizer.eos_token_id
+        assert config.use_cache is True
+        assert hidden == GenerationConfig().to_diff_dict()  # the checkpoint's config is hidden
+    assert [g.token_ids for g in single] == expected
+    batched = generate_greedy(model, tokenizer, prompts[:5], max_new_tokens=MAX_NEW, batch_size=2)
+    assert [g.token_ids for g in batched] == expected
     assert model.generation_config is saved  # restored afterwards
+    assert max(len(ids) for ids in expected) == MAX_NEW  # the budget was reached
 
 
 def test_several_eos_ids_drop_rows_at_different_steps(tiny, prompts, stops) -> None:

@@ -107,3 +107,28 @@ def test_cluster_bootstrap_does_not_count_repeated_seeds_as_new_questions() -> N
     width = lambda ci: ci[1] - ci[0]  # noqa: E731
     assert width(clustered) == pytest.approx(width(one), rel=0.08)
     assert width(naive) == pytest.approx(width(one) / np.sqrt(2), rel=0.08)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, -0.05, 1.5, float("nan")])
+def test_confidence_outside_zero_one_is_a_clear_error(confidence: float) -> None:
+    ref, trt = [True, False, True, False], [True, True, False, True]
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got"):
+        paired_bootstrap_ci(ref, trt, n_bootstrap=100, confidence=confidence)
+    with pytest.raises(ValueError, match="confidence"):
+        compare_paired(ref, trt, n_bootstrap=100, confidence=confidence)
+
+
+def test_bad_counts_and_cluster_labels_are_clear_errors() -> None:
+    for b, c in ((-1, 2), (2, -1), (-3, -3)):
+        with pytest.raises(ValueError, match=rf"discordant counts must be >= 0, got b={b}, c={c}"):
+            mcnemar_exact(b, c)
+    with pytest.raises(ValueError, match="2 cluster labels for 3 pairs"):
+        paired_bootstrap_ci([1, 0, 1], [0, 1, 1], n_bootstrap=100, clusters=["q0", "q1"])
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        paired_bootstrap_ci([[1, 0]], [[0, 1]], n_bootstrap=100)
+
+
+@pytest.mark.parametrize("n_bootstrap", [0, -5])
+def test_non_positive_resamples_are_a_clear_error(n_bootstrap: int) -> None:
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        paired_bootstrap_ci([True, False], [False, True], n_bootstrap=n_bootstrap)

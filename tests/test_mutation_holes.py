@@ -172,3 +172,114 @@ def test_a_stage_turns_a_user_error_into_exit_2(monkeypatch, capsys, tmp_path):
         stage.run(main, cond=str)
     assert exit_info.value.code == 2
     assert "error: baseline: no such file" in capsys.readouterr().err
+
+
+def _eos_at_positions(tokenizer, stop_positions: set[int], n_positions: int = 64):
+    """A 1-layer GPT-2 (n_embd 2) whose first answer token is EOS exactly when the prompt's last
+    token sits at a position in `stop_positions`, and `<MUL_2_3_6>` otherwise (then forever).
+
+    The block adds nothing (attention and MLP output projections are zero), so the final layer
+    norm sees wte[token] + wpe[position], which it maps to ±(1, -1): the sign picks EOS or the other
+    token.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        n_layer=1,
+        n_head=1,
+        n_embd=2,
+        n_positions=n_positions,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = GPT2LMHeadModel(config).eval()
+    other = tokenizer.convert_tokens_to_ids("<MUL_2_3_6>")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.transformer.ln_f.weight.fill_(1.0)
+        for pos in range(n_positions):
+            model.transformer.wpe.weight[pos] = torch.tensor(
+                [1.0, 0.0] if pos in stop_positions else [0.0, 1.0]
+            )
+        model.transformer.wte.weight[other] = torch.tensor([0.0, 100.0])  # once out, it stays
+        model.lm_head.weight[tokenizer.eos_token_id] = torch.tensor([50.0, -50.0])
+        model.lm_head.weight[other] = torch.tensor([-50.0, 50.0])
+    return model
+
+
+@pytest.fixture(scope="module")
+def stop_case():
+    """Five questions of different prompt lengths; the model stops on questions 1 and 3 only."""
+    from deltalab.evaluation.generation import format_prompt
+    from deltalab.evaluation.scoring import prepare_gsm8k_rows
+    from tests.evaluation_fixtures import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    questions = [f"What is 2 times 3?{' Tom' * k}" for k in (0, 1, 3, 6, 10)]
+    lengths = [
+        len(tokenizer(format_prompt(q), add_special_tokens=False)["input_ids"]) for q in questions
+    ]
+    assert len(set(lengths)) == 5
+    stop = {1, 3}
+    model = _eos_at_positions(tokenizer, {lengths[i] - 1 for i in stop})
+    rows = prepare_gsm8k_rows([{"question": q, "answer": "#### 6"} for q in questions])
+    return model, tokenizer, rows, stop
+
+
+def test_stop_rate_counts_the_responses_that_emitted_eos(stop_case):
+    from deltalab.evaluation.params import EvaluateParams
+    from deltalab.evaluation.scoring import evaluate_model
+
+    model, tokenizer, rows, stop = stop_case
+    params = EvaluateParams(max_new_tokens=4, batch_size=2, probes=False)
+    result = evaluate_model(model, tokenizer, rows, None, params, progress=False)
+    stopped = [r["stopped"] for r in result.predictions]
+    assert stopped == [i in stop for i in range(5)]
+    assert [r["num_tokens"] for r in result.predictions] == [4, 1, 4, 1, 4]
+    metrics = result.metrics["gsm8k"]
+    assert metrics["stop_rate"] == 2 / 5
+    assert metrics["mean_response_tokens"] == (4 + 1 + 4 + 1 + 4) / 5
+    # the responses themselves: EOS at once, or the other token up to the budget
+    responses = [r["response"] for r in result.predictions]
+    assert responses == ["" if i in stop else "<MUL_2_3_6>" * 4 for i in range(5)]
+
+
+def test_behavior_stop_rates_count_the_responses_that_emitted_eos(stop_case):
+    """Greedy and sampled: the forced model's margin (100 logits) makes sampling deterministic."""
+    from deltalab.evaluation.behavior import evaluate_behavior, summarize_model
+    from deltalab.evaluation.params import BehaviorParams
+
+    model, tokenizer, rows, stop = stop_case
+    params = BehaviorParams(
+        samples=3, max_new_tokens=4, batch_size=4, models=["sft_gsm8k"], pairs=[]
+    )
+    records = evaluate_behavior("sft_gsm8k", model, tokenizer, rows, params)
+    assert [r["greedy_stopped"] for r in records] == [i in stop for i in range(5)]
+    assert [r["sample_stopped"] for r in records] == [[i in stop] * 3 for i in range(5)]
+    length = summarize_model(records)["length"]
+    assert (length["greedy_stop_rate"], length["sample_stop_rate"]) == (2 / 5, 6 / 15)
+    assert length["greedy_tokens"] == length["sample_tokens"] == 14 / 5
+
+
+@pytest.mark.parametrize("value", ["true", 1, 0, None, 1.0, [True]])
+def test_a_non_bool_correct_in_a_predictions_file_is_a_clear_error(tmp_path, value):
+    """JSON `1` or `"true"` would count as correct (and `"false"` too) if it were let through."""
+    import json
+
+    from deltalab.errors import DataError
+    from deltalab.evaluation.compare import load_predictions
+
+    rows = [
+        {"id": f"q{i}", "task": "gsm8k", "family": "gsm8k", "gold": "1", "correct": True}
+        for i in range(3)
+    ]
+    rows[1]["correct"] = value
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"p\.jsonl: record 2: 'correct' must be true or false"):
+        load_predictions(path)
+    rows[1]["correct"] = False
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["correct"] for r in load_predictions(path)] == [True, False, True]

@@ -26,7 +26,9 @@ def test_seed_interval_matches_scipy_t_interval_and_naive_sd():
     assert out["seeds_sd"] == pytest.approx(sd, rel=1e-12)
     assert (out["seeds_ci_low"], out["seeds_ci_high"]) == pytest.approx((ci.low, ci.high))
     # three seeds: t(0.975, 2) = 4.303, wider than the normal 1.96 by more than 2x
-    assert out["seeds_ci_high"] - out["seeds_ci_low"] == pytest.approx(2 * 4.3027 * sd / 3**0.5, rel=1e-4)
+    assert out["seeds_ci_high"] - out["seeds_ci_low"] == pytest.approx(
+        2 * 4.3027 * sd / 3**0.5, rel=1e-4
+    )
 
 
 def test_seed_interval_level_is_the_one_asked_for():
@@ -102,3 +104,11 @@ def test_compare_with_one_seed_says_so_and_has_no_seed_interval():
     assert out["n_seeds"] == 1
     assert "seeds" not in out
     assert not [k for k in out["gsm8k"] if k.startswith("seeds_")]
+
+
+@pytest.mark.parametrize("outcomes", [["True", "False"], [2, 0], [0.7, 0.2]])
+def test_paired_comparison_takes_only_true_false_outcomes(outcomes):
+    from deltalab.evaluation.stats import compare_paired
+
+    with pytest.raises(ValueError, match="reference outcomes must be true/false"):
+        compare_paired(outcomes, [True, False])

@@ -95,10 +95,27 @@ def test_sft_trainer_labels_include_eos(tmp_path):
 def test_hub_tokenizer_path_adds_study_tokens(tmp_path):
     """The real-profile path (GPT-2's tokenizer from a hub-format directory) gets the same
     additions; with 50257 ids it becomes the original study's 50349."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
     from deltalab.tokenizer import load_hub_tokenizer
 
     base = tiny_tokenizer()
-    base.save_pretrained(tmp_path)
-    tok = add_study_tokens(load_hub_tokenizer(str(tmp_path), revision=None))
+    base.save_pretrained(tmp_path / "tiny")
+    tok = add_study_tokens(load_hub_tokenizer(str(tmp_path / "tiny"), revision=None))
     assert len(tok) % 64 == 45 and tok.pad_token_id != tok.eos_token_id
-    assert (50257 + 1 + (-(50257 + 1)) % 64) + 45 == 50349
+
+    # GPT-2's shape: 50257 ids, <|endoftext|> the last one, no pad token
+    vocab = {f"w{i}": i for i in range(50256)} | {EOS_TOKEN: 50256}
+    gpt2_like = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token=EOS_TOKEN)),
+        eos_token=EOS_TOKEN,
+    )
+    assert len(gpt2_like) == 50257 and gpt2_like.pad_token is None
+    gpt2_like.save_pretrained(tmp_path / "gpt2")
+    tok = add_study_tokens(load_hub_tokenizer(str(tmp_path / "gpt2"), revision=None))
+    assert len(tok) == 50349  # 50257 + pad = 50258, 46 reserved to 50304, then 45 mul tokens
+    assert (tok.eos_token_id, tok.pad_token_id) == (50256, 50257)
+    assert tok.convert_tokens_to_ids(PAD_TOKEN) == 50257
+    assert mul_token_ids(tok) == list(range(50304, 50349))
+    assert tok.convert_ids_to_tokens([50258, 50303]) == ["<|reserved_0|>", "<|reserved_45|>"]

@@ -25,6 +25,15 @@ from deltalab.config import ModelParams, RuntimeParams
 from deltalab.errors import CheckpointError
 
 
+def _causal_loss(model: PreTrainedModel) -> PreTrainedModel:
+    """Name the loss of a model whose class matches no transformers loss type (GPT2LMHeadModel):
+    unnamed, the Trainer counts label position 0, which nothing predicts, among the tokens it
+    divides by, and a 128-token block reports 127/128 of its loss."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    return model
+
+
 def build_gpt2(
     params: ModelParams, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> GPT2LMHeadModel:
@@ -48,7 +57,7 @@ def build_gpt2(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return GPT2LMHeadModel(config)
+    return _causal_loss(GPT2LMHeadModel(config))
 
 
 def configure_torch(runtime: RuntimeParams) -> None:
@@ -128,7 +137,7 @@ def _load_resolved(
             f"{name}: {len(broken)} weights missing or mis-shaped in the checkpoint "
             f"(e.g. {', '.join(broken[:3])})"
         )
-    return model.to(device).eval()
+    return _causal_loss(model).to(device).eval()
 
 
 def load_model(

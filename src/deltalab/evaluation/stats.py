@@ -71,6 +71,8 @@ def paired_bootstrap_ci(
         raise ValueError("no paired outcomes to bootstrap")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, int) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a positive integer, got {n_bootstrap!r}")
     diff = trt - ref
     if clusters is None:
         sums, sizes = diff, np.ones_like(diff)
@@ -103,8 +105,15 @@ def compare_paired(
     clusters: Sequence[Hashable] | None = None,
 ) -> dict[str, float | int]:
     """Accuracies, difference (treatment - reference), bootstrap interval, exact McNemar p."""
-    ref = np.asarray(reference, dtype=bool)
-    trt = np.asarray(treatment, dtype=bool)
+    ref, trt = np.asarray(reference), np.asarray(treatment)
+    for name, outcomes in (("reference", ref), ("treatment", trt)):
+        # "False" or 0.7 would silently count as correct
+        binary = outcomes.dtype == bool or (
+            np.issubdtype(outcomes.dtype, np.integer) and np.isin(outcomes, (0, 1)).all()
+        )
+        if not binary:
+            raise ValueError(f"{name} outcomes must be true/false (or 0/1), got {outcomes.dtype}")
+    ref, trt = ref.astype(bool), trt.astype(bool)
     b, c = discordant_counts(ref, trt)
     low, high = paired_bootstrap_ci(
         ref, trt, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, clusters=clusters
