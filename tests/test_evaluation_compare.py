@@ -237,6 +237,9 @@ def test_stage_against_its_parent_within_each_condition(tmp_path: Path) -> None:
             ("baseline", 0, "sft_gsm8k"): records(parent),
             ("baseline", 0, "dpo"): records(child),
             ("mul_tokens", 0, "sft_gsm8k"): records(parent),  # no dpo here: left out
+            # the parent's other seeds, which the delta track did not train: left out
+            ("baseline", 1, "sft_gsm8k"): records(child),
+            ("baseline", 2, "sft_gsm8k"): records(child),
         },
     )
     result = compare_stage_files(files, [("sft_gsm8k", "dpo"), ("sft_tulu", "rlvr")], PARAMS)
@@ -246,6 +249,7 @@ def test_stage_against_its_parent_within_each_condition(tmp_path: Path) -> None:
     assert g["difference"] == pytest.approx(0.2)
     # b: only the parent right (question 3); c: only dpo right (questions 1, 2)
     assert (g["discordant_b"], g["discordant_c"]) == (1, 2)
+    assert result["baseline"]["dpo_vs_sft_gsm8k"]["n_seeds"] == 1
 
 
 def test_params_validation() -> None:

@@ -236,8 +236,8 @@ def compare_stage_files(
 ) -> dict[str, Any]:
     """Within each condition, each (reference, treatment) pair of model stages evaluated on the
     same questions, e.g. (sft_gsm8k, dpo): `{cond: {"<treatment>_vs_<reference>": {...}}}` with the
-    fields of `build_compare` (accuracies named after the two stages). Pairs whose files are
-    absent for a condition are left out."""
+    fields of `build_compare` (accuracies named after the two stages), over the seeds both stages
+    have. Pairs whose files are absent for a condition are left out."""
     out: dict[str, Any] = {}
     for cond in sorted({c for c, _, _ in paths}):
         for reference, treatment in stage_pairs:
@@ -245,6 +245,10 @@ def compare_stage_files(
             # "conditions" of the paired comparison.
             keys = {(m, s, cond): p for (c, s, m), p in paths.items() if c == cond}
             keys = {k: p for k, p in keys.items() if k[0] in (reference, treatment)}
+            # only the seeds both stages have (the delta track may run fewer seeds than the
+            # stages it starts from)
+            seeds = [{s for m, s, _ in keys if m == stage} for stage in (reference, treatment)]
+            keys = {k: p for k, p in keys.items() if k[1] in seeds[0] & seeds[1]}
             if {k[0] for k in keys} != {reference, treatment}:
                 continue
             result = compare_prediction_files(
