@@ -22,6 +22,7 @@ from safetensors import safe_open
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED = ("pretrain", "sft_tulu", "sft_gsm8k")
+CONDS = ("baseline", "mul_tokens")
 pytestmark = pytest.mark.slow
 
 
@@ -38,8 +39,12 @@ def _env(repo: Path) -> dict[str, str]:
     return env
 
 
-def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True)
+def sh(
+    repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=repo, env={**_env(repo), **(env or {})}, capture_output=True, text=True
+    )
     if check and proc.returncode:
         command = " ".join(cmd)
         raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -91,7 +96,7 @@ def reproduced(workspace):
 
 
 def _kill_training_mid_run(repo: Path) -> None:
-    """SIGKILL sft_tulu while it trains (with a step budget it cannot finish in time)."""
+    """SIGKILL sft_tulu once it has logged training steps (with a step budget it cannot finish)."""
     micro = (repo / "params.yaml").read_text()
     params = yaml.safe_load(micro)
     params["sft_tulu"]["max_steps"] = 100_000
@@ -104,24 +109,36 @@ def _kill_training_mid_run(repo: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    curve = repo / "metrics/train/sft_tulu/baseline-0/plots/metrics/loss.tsv"
+    # The run's dvclive log lives in a hidden sibling until the checkpoint is saved.
+    curve = repo / "metrics/train/sft_tulu/.baseline-0.tmp-live/plots/metrics/loss.tsv"
     deadline = time.time() + 300
-    while not curve.exists() and proc.poll() is None and time.time() < deadline:
+    while proc.poll() is None and time.time() < deadline and _logged_steps(curve) < 2:
         time.sleep(0.2)
     assert proc.poll() is None, "sft_tulu ended before it could be killed"
+    assert _logged_steps(curve) >= 2, "sft_tulu never started training"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     out = repo / "models/baseline/seed0/sft_tulu"
-    assert not out.exists(), "a killed stage left a partial output"
+    assert not out.exists(), "a killed stage left a partial checkpoint"
     assert not list(out.parent.glob(".sft_tulu.tmp-*"))
+    log = repo / "metrics/train/sft_tulu/baseline-0"  # DVC cleared it before the run
+    assert not [p for p in log.rglob("*") if p.is_file()], "a killed stage left half a log"
+    assert (repo / "models/baseline/seed0/pretrain/model.safetensors").is_file()  # finished before
     (repo / "params.yaml").write_text(micro)
+
+
+def _logged_steps(curve: Path) -> int:
+    return len(curve.read_text().splitlines()) - 1 if curve.is_file() else 0
 
 
 def test_repro_completes_after_a_kill_and_outputs_load(reproduced):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _, repo, stdout, _ = reproduced
-    assert "sft_gsm8k@mul_tokens-0" in _ran_stages(stdout)
+    ran = _ran_stages(stdout)
+    assert "sft_tulu@baseline-0" in ran  # the killed stage ran again, from scratch
+    assert "pretrain@baseline-0" not in ran  # its finished parent was kept
+    assert "sft_gsm8k@mul_tokens-0" in ran
     checkpoints = [(c, s) for c in ("baseline", "mul_tokens") for s in TRAINED]
     checkpoints += [("baseline", "dpo"), ("baseline", "rlvr")]  # the delta track
     for cond, stage in checkpoints:
@@ -145,7 +162,11 @@ def test_metrics_exist(reproduced):
             assert (live / "plots/metrics/loss.tsv").is_file()
             assert not (live / "params.yaml").exists()  # no temp paths in Git-tracked metrics
         gsm = json.loads((repo / f"metrics/train/sft_gsm8k/{cond}-0/metrics.json").read_text())
-        assert 0.0 <= gsm["stop_rate"] <= 1.0 and gsm["stop_eval_questions"] > 0
+        assert gsm["stop_eval_questions"] == 16  # sft_gsm8k.stop_eval_questions
+        # the same greedy answers to the same first 16 test questions, in the evaluate stage
+        preds = (repo / f"reports/predictions/{cond}/seed0/sft_gsm8k.jsonl").open()
+        stopped = [json.loads(line)["stopped"] for line in preds][:16]
+        assert gsm["stop_rate"] == pytest.approx(sum(stopped) / 16)
     dpo = json.loads((repo / "metrics/train/dpo/baseline-0/metrics.json").read_text())
     assert 0.0 <= dpo["final/eval_rewards/accuracies"] <= 1.0
     assert (repo / "metrics/train/dpo/baseline-0/plots/metrics/eval/rewards/margins.tsv").is_file()
@@ -153,7 +174,9 @@ def test_metrics_exist(reproduced):
     assert rlvr["heldout/prompts"] == 12 and 0.0 <= rlvr["heldout/mcnemar_p"] <= 1.0
     assert (repo / "metrics/train/rlvr/baseline-0/plots/metrics/reward.tsv").is_file()
     shown = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
-    assert shown  # dvc sees the declared metrics
+    seen = shown[""]["data"]  # the workspace
+    for path in ("metrics/compare.json", "metrics/train/sft_gsm8k/baseline-0/metrics.json"):
+        assert seen[path]["data"] == json.loads((repo / path).read_text())  # dvc reads our files
 
 
 def test_evaluation_metrics_and_compare(reproduced):
@@ -167,9 +190,13 @@ def test_evaluation_metrics_and_compare(reproduced):
             assert len(preds.splitlines()) == 24 + 281
     compare = json.loads((repo / "metrics/compare.json").read_text())
     for model in TRAINED:
+        assert compare[model]["n_seeds"] == 2
         row = compare[model]["gsm8k"]
         assert row["questions_ci_low"] <= row["difference"] <= row["questions_ci_high"]
         assert 0 <= row["mcnemar_p"] <= 1
+        per_seed = [compare[model]["seeds"][f"seed{s}"]["gsm8k"]["difference"] for s in (0, 1)]
+        assert row["seeds_mean_difference"] == pytest.approx(sum(per_seed) / 2)
+        assert row["seeds_ci_low"] <= row["seeds_mean_difference"] <= row["seeds_ci_high"]
     assert "dpo" not in compare  # no mul_tokens dpo to pair with
     post = compare["post_training"]["baseline"]
     assert set(post) == {
@@ -182,6 +209,7 @@ def test_evaluation_metrics_and_compare(reproduced):
         "masked_dpo_vs_masked_dpo_random",
     }
     assert post["dpo_vs_sft_gsm8k"]["gsm8k"]["n"] == 24
+    assert post["dpo_vs_sft_gsm8k"]["n_seeds"] == 1  # the delta track trains seed 0 only
     assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
 
@@ -213,22 +241,43 @@ def test_nothing_to_do_and_noop_is_fast(reproduced):
     assert "up to date" in sh(repo, "dvc", "status").stdout
 
 
-def test_forced_rerun_is_byte_identical(reproduced):
+def test_forced_reruns_are_byte_identical_whatever_hf_hub_offline(reproduced):
     _, repo, _, _ = reproduced
-    lock_before = yaml.safe_load((repo / "dvc.lock").read_text())
-    sh(repo, "dvc", "repro", "--force", "--single-item", "pretrain@baseline-0")
-    lock_after = yaml.safe_load((repo / "dvc.lock").read_text())
-    before = lock_before["stages"]["pretrain@baseline-0"]["outs"]
-    after = lock_after["stages"]["pretrain@baseline-0"]["outs"]
-    assert before == after  # same md5 of the checkpoint directory
+    members = ("pretrain@baseline-0", "sft_gsm8k@mul_tokens-0", "dpo@baseline-0")
+    before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for member in members:
+        # pretrain again without HF_HUB_OFFLINE (the first run had it): the saved tokenizer
+        # config once recorded how it was loaded, giving the same weights another hash
+        env = {"HF_HUB_OFFLINE": "0"} if member.startswith("pretrain") else {}
+        sh(repo, "dvc", "repro", "--force", "--single-item", member, env=env)
+    after = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for member in members:
+        assert after[member]["outs"] == before[member]["outs"], member  # same md5 of every file
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+
+
+def _would_run(repo: Path, changes: dict[str, dict]) -> tuple[set[str], set[str]]:
+    """(stages whose own deps changed, stages `dvc repro` would run) after a params edit; the
+    edit is undone afterwards, nothing runs."""
+    params = (repo / "params.yaml").read_text()
+    edited = yaml.safe_load(params)
+    for section, values in changes.items():
+        edited[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(edited))
+    try:
+        changed = set(json.loads(sh(repo, "dvc", "status", "--json").stdout))
+        # --force-downstream: a dry run cannot know that the outputs would change
+        dry = sh(repo, "dvc", "repro", "--dry", "--force-downstream").stdout
+    finally:
+        (repo / "params.yaml").write_text(params)
+    return changed, _ran_stages(dry)
 
 
 def test_param_change_reruns_only_downstream(reproduced):
     _, repo, _, _ = reproduced
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "micro results")
-    out = sh(repo, "dvc", "exp", "run", "-S", "rlvr.learning_rate=5.0e-5")
-    assert _ran_stages(out.stdout) == {
+    changed, would_run = _would_run(repo, {"rlvr": {"learning_rate": 5.0e-5}})
+    assert changed == {"rlvr@baseline-0"}  # only its params changed
+    assert would_run == {
         "rlvr@baseline-0",
         "evaluate_track@baseline-0-rlvr",
         "behavior@baseline-0",
@@ -236,8 +285,7 @@ def test_param_change_reruns_only_downstream(reproduced):
         *DOTS,
         "compare",
     }
-    sh(repo, "git", "checkout", "-q", "--", ".")
-    sh(repo, "dvc", "checkout", "-q")
+    assert "up to date" in sh(repo, "dvc", "status").stdout
 
 
 DOTS = (
@@ -317,15 +365,22 @@ def torch_equal(a, b) -> bool:
 
 def test_dots_sweeps_rerun_only_their_stages(reproduced):
     _, repo, _, _ = reproduced
+    changed, would_run = _would_run(repo, {"task_vectors": {"top_ratio": 0.5}})
+    assert (changed, would_run) == ({DOTS[0]}, {*DOTS, "compare"})
+    changed, would_run = _would_run(repo, {"search": {"select": "max_consistency"}})
+    assert (changed, would_run) == ({DOTS[3]}, {*DOTS[3:], "compare"})
+    # one real experiment: its outputs, and everything else left as it was
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "micro results", check=False)
-    out = sh(repo, "dvc", "exp", "run", "-S", "task_vectors.top_ratio=0.5")
-    assert _ran_stages(out.stdout) == {*DOTS, "compare"}
-    out = sh(repo, "dvc", "exp", "run", "-S", "search.select=max_consistency")
-    assert _ran_stages(out.stdout) <= {*DOTS[3:], "compare"}
-    assert "search@baseline-0" in _ran_stages(out.stdout)
+    untouched = [repo / f"metrics/eval/{c}/seed{s}/sft_gsm8k.json" for c in CONDS for s in (0, 1)]
+    untouched += [
+        repo / "metrics/eval/baseline/seed0/rlvr.json",
+        repo / "metrics/search/baseline-0.json",
+    ]
+    before = [p.read_bytes() for p in untouched]
     out = sh(repo, "dvc", "exp", "run", "-S", "merge.scale_sft=1.0", "-S", "merge.scale_rlvr=1.0")
     assert _ran_stages(out.stdout) == {"merge@baseline-0", DOTS[-1], "compare"}
+    assert [p.read_bytes() for p in untouched] == before
     merge = json.loads((repo / "metrics/merge/baseline-0.json").read_text())
     assert merge["scales"]["source"] == "params"
     assert merge["accuracy"]["merged"] == merge["accuracy"]["sparse_1_1"]  # same weights
