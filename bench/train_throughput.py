@@ -1,17 +1,18 @@
 """Training throughput of the SFT stages: the old settings and the new, in one run (target >= 1.5x).
 
 - old: TRL's `SFTTrainer` as it comes (its fused, chunked LM head, which also computes entropy and
-  token accuracy at every step) on GPT-2's default activation `gelu_new`;
-- new: deltalab's `sft_trainer` (`TokenMeanSFTTrainer`: the model's own cross-entropy from the
-  logits) on `gelu_pytorch_tanh` (`build_gpt2`), the same function as one fused kernel.
+  token accuracy at every step) on GPT-2's default activation `gelu_new`, with `adamw_torch`;
+- new: deltalab's `sft_trainer` (`TokenMeanSFTTrainer`: the LM head and cross-entropy at label
+  positions only) on `gelu_pytorch_tanh` (`build_gpt2`), the same function as one fused kernel,
+  with `adamw_torch_fused` (one kernel for all parameters instead of a Python loop over them).
 
 Both start from the same weights and see the same batches (same seed, same data order), so the
 bench also prints the largest difference between their logged training losses: it must be float
 noise, or the new settings would change what is learned. Tokens/s counts non-pad tokens. Each
 variant runs in its own process, so each peak RSS is its own.
 
-    python bench/train_throughput.py                    # tiny profile, both SFT stages, 100 steps
-    python bench/train_throughput.py --steps 200 --threads 1
+    python bench/train_throughput.py              # tiny profile, both SFT stages, 100 steps x 3
+    python bench/train_throughput.py --steps 200 --threads 1 --repeats 1
 
 Needs the tiny profile's data and tokenizer (`dvc repro build_tokenizer` or `dvc pull`).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,6 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="default: runtime.torch_threads")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant (median)")
     parser.add_argument("--variant", choices=("old", "new"), help=argparse.SUPPRESS)
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,24 +102,34 @@ def main() -> None:
         print(json.dumps(run_variant(args.stage, args.variant, args.steps, args.threads)))
         return
     for stage in args.stages:
-        result = {}
-        for variant in ("old", "new"):
-            cmd = [sys.executable, __file__, "--variant", variant, "--stage", stage]
-            cmd += ["--steps", str(args.steps)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            result[variant] = r = json.loads(out.strip().splitlines()[-1])
+        runs: dict[str, list[dict]] = {"old": [], "new": []}
+        for repeat in range(args.repeats):
+            # alternate the order, so a slow spell of the machine hits both variants
+            for variant in ("old", "new") if repeat % 2 == 0 else ("new", "old"):
+                cmd = [sys.executable, __file__, "--variant", variant, "--stage", stage]
+                cmd += ["--steps", str(args.steps)]
+                if args.threads:
+                    cmd += ["--threads", str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+                runs[variant].append(json.loads(out.strip().splitlines()[-1]))
+        rate = {
+            v: statistics.median(r["tokens"] / r["seconds"] for r in rs) for v, rs in runs.items()
+        }
+        for variant, rs in runs.items():
+            r = rs[0]
+            spread = [r["tokens"] / r["seconds"] for r in rs]
             print(
-                f"{stage} {variant}: {r['tokens'] / r['seconds']:8.0f} tokens/s  "
-                f"{r['seconds'] / args.steps * 1000:6.1f} ms/step  ({args.steps} steps, "
-                f"{r['threads']} threads)  peak RSS {r['peak_rss_gb']:.2f} GB",
+                f"{stage} {variant}: {rate[variant]:8.0f} tokens/s (median of {len(rs)}: "
+                f"{min(spread):.0f}-{max(spread):.0f})  "
+                f"{r['tokens'] / rate[variant] / args.steps * 1000:6.1f} ms/step  "
+                f"({args.steps} steps, {r['threads']} threads)  "
+                f"peak RSS {max(x['peak_rss_gb'] for x in rs):.2f} GB",
                 flush=True,
             )
-        old, new = result["old"], result["new"]
+        old, new = runs["old"][0], runs["new"][0]
         assert old["tokens"] == new["tokens"], "the two variants saw different batches"
         drift = max(abs(a - b) for a, b in zip(old["losses"], new["losses"], strict=True))
-        speedup = (new["tokens"] / new["seconds"]) / (old["tokens"] / old["seconds"])
+        speedup = rate["new"] / rate["old"]
         print(
             f"{stage} summary: new/old {speedup:.2f}x tokens/s (target >= 1.5: "
             f"{'met' if speedup >= 1.5 else 'MISSED'}); same {old['tokens']} tokens; largest "
