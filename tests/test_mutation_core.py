@@ -375,18 +375,147 @@ def test_compare_with_a_zero_vector_has_no_conflicts_and_infinite_ratios(handmad
     assert back["norm_ratio"] == 0.0 and back["dense_norm_ratio"] == 0.0
 
 
-@pytest.mark.parametrize("ratio", [1.0, 0.5])
-def test_a_delta_that_overflows_names_the_finetuned_file_and_writes_nothing(tmp_path, ratio):
-    """Finite weights whose difference is not: ±3e38 → 6e38 overflows fp32."""
+@pytest.mark.parametrize(("ratio", "chunk"), [(1.0, 2**25), (0.5, 2**25), (1.0, 8), (0.5, 8)])
+def test_a_delta_that_overflows_names_the_finetuned_file_and_writes_nothing(tmp_path, ratio, chunk):
+    """Finite weights whose difference is not: -3e38 → 3e38 overflows fp32 (in memory, and
+    streamed in row chunks of 8)."""
     from deltalab.errors import CheckpointError
 
-    base = _checkpoint(tmp_path / "base", {"w": torch.tensor([-3e38, 0.0, 1.0, 2.0])})
-    ft = _checkpoint(tmp_path / "ft", {"w": torch.tensor([3e38, 0.0, 1.5, 2.0])})
+    w = torch.arange(16.0)
+    base = _checkpoint(tmp_path / "base", {"w": torch.cat([w[:9], torch.tensor([-3e38]), w[10:]])})
+    ft = _checkpoint(tmp_path / "ft", {"w": torch.cat([w[:9], torch.tensor([3e38]), w[10:]])})
     out = tmp_path / "v.safetensors"
     where = r"/ft/model\.safetensors" if ratio == 1.0 else r"/ft"  # the file, or the checkpoint
     with pytest.raises(CheckpointError, match=where + ": tensor 'w': the delta overflows to Inf"):
-        build_task_vectors(Checkpoint(base), [(Checkpoint(ft), out)], ratio, progress=False)
+        build_task_vectors(Checkpoint(base), [(Checkpoint(ft), out)], ratio, chunk_elements=chunk,
+                           progress=False)  # fmt: skip
     assert not out.exists()
+
+
+@pytest.mark.parametrize("chunk", [2**25, 64])
+def test_norms_and_bf16_values_equal_float64_brute_force(handmade, tmp_path, chunk):
+    """‖τ‖ and ‖τ_k‖ in the metadata, in memory and streamed; dense bf16 values are τ rounded."""
+    _, paths, deltas = handmade
+    sparse, dense = tmp_path / "s.safetensors", tmp_path / "d.safetensors"
+    base, ft = Checkpoint(paths["base"]), Checkpoint(paths["a"])
+    for out, ratio in ((sparse, 0.3), (dense, 1.0)):
+        build_task_vectors(
+            base, [(ft, out)], ratio, values_dtype="bfloat16", chunk_elements=chunk, progress=False
+        )
+    vs, vd = TaskVector(sparse), TaskVector(dense)
+    for name, tau in deltas["a"].items():
+        kept = tau.reshape(-1).numpy()[_brute_force_mask(tau, 0.3)]
+        assert vs.entries[name]["norm"] == pytest.approx(float(tau.norm()), rel=1e-6)
+        assert vs.entries[name]["sparse_norm"] == pytest.approx(np.sqrt((kept**2).sum()), rel=1e-6)
+        assert torch.equal(vd.dense(name), tau.to(torch.bfloat16).float()), name
+
+
+@pytest.mark.parametrize("rescale", ["tensor", "global"])
+def test_rescaling_a_zero_vector_leaves_the_scale_at_one(handmade, rescale):
+    root, paths, _ = handmade
+    zero = _vector(root, paths, f"zero0.3{rescale}", "base", 0.3, rescale)
+    assert {e["scale"] for e in zero.entries.values()} == {1.0}
+    assert {e["sparse_norm"] for e in zero.entries.values()} == {0.0}
+
+
+def test_a_top_ratio_of_zero_is_a_config_error(handmade, tmp_path):
+    _, paths, _ = handmade
+    with pytest.raises(ConfigError, match=r"top ratio must be in \(0, 1\], got 0.0"):
+        build_task_vectors(Checkpoint(paths["base"]), [(Checkpoint(paths["a"]), tmp_path / "v")],
+                           0.0, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [20, 26])
+def test_a_resized_finetune_contributes_only_the_shared_rows(tmp_path, capsys, rows):
+    """A vocabulary resized to `rows` rows: τ = ft − base on the rows both have, 0 beyond."""
+    g = torch.Generator().manual_seed(5)
+    base_w = torch.randint(-64, 64, (24, 16), generator=g).float() / 8
+    ft_w = torch.randint(-64, 64, (rows, 16), generator=g).float() / 8
+    base = _checkpoint(tmp_path / "base", {"w": base_w})
+    ft = _checkpoint(tmp_path / "ft", {"w": ft_w})
+    out = tmp_path / "v.safetensors"
+    build_task_vectors(Checkpoint(base), [(Checkpoint(ft), out)], 1.0, progress=False)
+    assert "resized tensors ['w']: only the rows shared" in capsys.readouterr().err
+    expected = torch.zeros(24, 16)
+    shared = min(rows, 24)
+    expected[:shared] = ft_w[:shared] - base_w[:shared]
+    vector = TaskVector(out)
+    assert vector.entries["w"]["finetuned_rows"] == rows
+    assert torch.equal(vector.dense("w"), expected)
+    assert vector.entries["w"]["norm"] == pytest.approx(float(expected.double().norm()), rel=1e-9)
+
+
+def test_a_tensor_one_finetune_stores_as_int_is_left_out_of_that_vector_only(tmp_path):
+    w, b = torch.arange(32.0).view(4, 8) / 8, torch.arange(8.0) / 4
+    base = _checkpoint(tmp_path / "base", {"b": b, "w": w})
+    ints = _checkpoint(tmp_path / "ints", {"b": b.long(), "w": w + 1})
+    full = _checkpoint(tmp_path / "full", {"b": b + 2, "w": w + 3})
+    outs = [tmp_path / "i.safetensors", tmp_path / "f.safetensors"]
+    build_task_vectors(Checkpoint(base), [(Checkpoint(ints), outs[0]), (Checkpoint(full), outs[1])],
+                       1.0, progress=False)  # fmt: skip
+    vi, vf = TaskVector(outs[0]), TaskVector(outs[1])
+    assert set(vi.entries) == {"w"} and set(vf.entries) == {"b", "w"}
+    assert torch.equal(vf.dense("b"), torch.full((8,), 2.0))
+    assert torch.equal(vf.dense("w"), torch.full((4, 8), 3.0))
+
+
+def test_the_file_metadata_is_the_documented_record(handmade):
+    root, paths, _ = handmade
+    vector = _vector(root, paths, "a0.3none", "a", 0.3)
+    meta = dict(vector.meta)
+    tensors = json.loads(meta.pop("tensors"))
+    assert set(tensors) == {"w", "b", "a", "h"}
+    assert all("finetuned_rows" not in e for e in tensors.values())  # nothing was resized
+    for key in ("base_sha256", "finetuned_sha256"):
+        assert len(meta.pop(key)) == 64
+    assert meta == {
+        "format": "deltalab.task_vector",
+        "format_version": "1",
+        "deltalab_version": __import__("deltalab").__version__,
+        "base": str(paths["base"]),
+        "finetuned": str(paths["a"]),
+        "top_ratio": "0.3",
+        "rescale": "none",
+        "values_dtype": "F32",
+        "mask_bitorder": "little",
+    }
+
+
+def _rewrite(src: Path, dst: Path, tensors=lambda t: t, meta=lambda m: m) -> Path:
+    with safe_open(str(src), "pt") as f:
+        data = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - no __iter__
+        metadata = f.metadata()
+    save_file(tensors(data), dst, metadata=meta(metadata))
+    return dst
+
+
+def test_a_vector_file_with_a_missing_or_misshaped_tensor_is_refused(handmade, tmp_path):
+    from deltalab.errors import CheckpointError
+
+    root, paths, _ = handmade
+    src = _vector(root, paths, "a0.3none", "a", 0.3).path
+    short = _rewrite(src, tmp_path / "s.safetensors", lambda t: t | {"w:values": t["w:values"][1:]})
+    with pytest.raises(CheckpointError, match=r"tensor 'w': w:values missing or bad"):
+        TaskVector(short)
+    gone = _rewrite(src, tmp_path / "g.safetensors", lambda t: {k: v for k, v in t.items()
+                                                                if k != "b:mask"})  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"tensor 'b': b:mask missing or bad"):
+        TaskVector(gone)
+
+
+def test_a_scale_of_two_is_applied(handmade, tmp_path):
+    root, paths, _ = handmade
+    src = _vector(root, paths, "a0.3none", "a", 0.3)
+
+    def doubled(meta):
+        tensors = json.loads(meta["tensors"])
+        for e in tensors.values():
+            e["scale"] = 2.0
+        return meta | {"tensors": json.dumps(tensors)}
+
+    twice = TaskVector(_rewrite(src.path, tmp_path / "x2.safetensors", meta=doubled))
+    for name in src.entries:
+        assert torch.equal(twice.dense(name), 2 * src.dense(name)), name
 
 
 def test_load_vectors_reads_path_and_scale(handmade, tmp_path):
