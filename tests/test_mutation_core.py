@@ -75,6 +75,18 @@ def test_bootstrap_equals_a_naive_percentile_interval_of_the_same_draws():
         assert got == pytest.approx(tuple(expected), abs=1e-12)
 
 
+def test_every_one_of_two_resamples_counts():
+    """Two resamples of continuous scores: each percentile interpolates between both, so the
+    interval is wrong unless both are the ones drawn."""
+    rng = np.random.default_rng(9)
+    ref, trt = rng.random(20), rng.random(20)
+    got = paired_bootstrap_ci(ref, trt, n_bootstrap=2, confidence=0.9, seed=2)
+    idx = np.random.default_rng(2).integers(0, 20, size=(2, 20))
+    means = (trt - ref)[idx].mean(axis=1)
+    assert means[0] != means[1]
+    assert got == pytest.approx(tuple(np.quantile(means, [0.05, 0.95])), abs=1e-12)
+
+
 def test_one_resample_is_allowed_and_a_bool_or_float_count_is_not():
     ref, trt = [0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 1.0]
     low, high = paired_bootstrap_ci(ref, trt, n_bootstrap=1, seed=4)
