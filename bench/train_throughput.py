@@ -116,13 +116,13 @@ def main() -> None:
             v: statistics.median(r["tokens"] / r["seconds"] for r in rs) for v, rs in runs.items()
         }
         for variant, rs in runs.items():
-            r = rs[0]
-            spread = [r["tokens"] / r["seconds"] for r in rs]
+            first = rs[0]  # every run of a variant sees the same tokens and threads
+            spread = [run["tokens"] / run["seconds"] for run in rs]
             print(
                 f"{stage} {variant}: {rate[variant]:8.0f} tokens/s (median of {len(rs)}: "
                 f"{min(spread):.0f}-{max(spread):.0f})  "
-                f"{r['tokens'] / rate[variant] / args.steps * 1000:6.1f} ms/step  "
-                f"({args.steps} steps, {r['threads']} threads)  "
+                f"{first['tokens'] / rate[variant] / args.steps * 1000:6.1f} ms/step  "
+                f"({args.steps} steps, {first['threads']} threads)  "
                 f"peak RSS {max(x['peak_rss_gb'] for x in rs):.2f} GB",
                 flush=True,
             )
