@@ -17,6 +17,7 @@ from deltalab.deltas.io import (
     Checkpoint,
     CheckpointWriter,
     SafetensorsWriter,
+    Sha256,
     copy_aux_files,
     pair_tensors,
     read_header,
@@ -117,6 +118,54 @@ def test_writer_streams_chunks_and_rewrites_metadata(tmp_path):
         assert torch.equal(f.get_tensor("c"), c)
     with pytest.raises(RuntimeError, match="expected 'a'"):
         SafetensorsWriter(tmp_path / "y.safetensors", plan).write("b", b)
+
+
+def test_writer_takes_zero_size_tensors_anywhere_in_the_plan(tmp_path):
+    """A 0-element tensor first, between and last: its (empty) writes are accepted in any
+    position and the others still have to come in plan order."""
+    a = torch.randn(4)
+    plan = [("e0", "F32", (0, 3)), ("a", "F32", (4,)), ("e1", "U8", (0,)), ("e2", "F32", (2, 0))]
+    w = SafetensorsWriter(tmp_path / "x.safetensors", plan)
+    w.write("e0", torch.zeros(0))
+    w.write("a", a)
+    w.write("e2", torch.zeros(0))  # out of order, but holds nothing
+    w.write("e1", torch.zeros(0, dtype=torch.uint8))
+    w.close()
+    with safe_open(tmp_path / "x.safetensors", "pt") as f:
+        assert torch.equal(f.get_tensor("a"), a)
+        assert f.get_tensor("e0").shape == (0, 3) and f.get_tensor("e2").shape == (2, 0)
+    w = SafetensorsWriter(tmp_path / "y.safetensors", plan)
+    with pytest.raises(RuntimeError, match="got tensor 'e0', expected 'a'"):
+        w.write("e0", torch.zeros(1))  # elements for a tensor that holds none
+    w.abort()
+
+
+def _hash_in_forked_child(queue) -> None:
+    h = Sha256()
+    h.update(torch.arange(1000, dtype=torch.int64))
+    queue.put(h.hexdigest())
+
+
+def test_sha256_works_in_a_forked_child_of_a_process_that_hashed(tmp_path):
+    """The hashing thread pool is per process: a child forked after the parent's pool thread
+    started (mutmut's and DataLoader's workers) gets its own instead of waiting forever."""
+    import hashlib
+    import multiprocessing
+
+    data = torch.arange(1000, dtype=torch.int64)
+    parent = Sha256()
+    parent.update(data)  # starts the parent's worker thread
+    expected = hashlib.sha256(data.numpy().tobytes()).hexdigest()
+    assert parent.hexdigest() == expected
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_hash_in_forked_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("Sha256 hung in a forked child")
+    assert child.exitcode == 0 and queue.get(timeout=5) == expected
 
 
 def test_sharded_writer_round_trips_through_transformers(tmp_path, llama_dirs):

@@ -397,11 +397,48 @@ def test_a_delta_that_overflows_names_the_finetuned_file_and_writes_nothing(tmp_
     base = _checkpoint(tmp_path / "base", {"w": torch.cat([w[:9], torch.tensor([-3e38]), w[10:]])})
     ft = _checkpoint(tmp_path / "ft", {"w": torch.cat([w[:9], torch.tensor([3e38]), w[10:]])})
     out = tmp_path / "v.safetensors"
-    where = r"/ft/model\.safetensors" if ratio == 1.0 else r"/ft"  # the file, or the checkpoint
+    where = r"/ft/model\.safetensors"  # the file, on the dense and on the sparse path
     with pytest.raises(CheckpointError, match=where + ": tensor 'w': the delta overflows to Inf"):
         build_task_vectors(Checkpoint(base), [(Checkpoint(ft), out)], ratio, chunk_elements=chunk,
                            progress=False)  # fmt: skip
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("ratio", "chunk"), [(1.0, 2**25), (0.5, 2**25), (1.0, 8), (0.5, 8)])
+def test_zero_element_tensors_pass_through_vectors_merge_and_compare(tmp_path, ratio, chunk):
+    """A (0, 4) tensor (an empty embedding of added tokens, say) between real ones: k = 0, norm 0,
+    the other tensors' vectors unchanged, and the merge keeps its shape."""
+    from deltalab.deltas.merge import merge
+
+    w, v = torch.arange(16.0), torch.linspace(-1, 1, 6)
+    base = {"a": v, "e": torch.zeros(0, 4), "w": w}
+    ft = {"a": v * 3, "e": torch.zeros(0, 4), "w": w.flip(0)}
+    b, f = _checkpoint(tmp_path / "base", base), _checkpoint(tmp_path / "ft", ft)
+    out = tmp_path / "v.safetensors"
+    build_task_vectors(Checkpoint(b), [(Checkpoint(f), out)], ratio, chunk_elements=chunk,
+                       progress=False)  # fmt: skip
+    vector = TaskVector(out)
+    assert vector.entries["e"]["k"] == 0 and vector.entries["e"]["norm"] == 0.0
+    for name in ("a", "w"):
+        tau = (ft[name] - base[name]).double()
+        assert vector.entries[name]["norm"] == pytest.approx(float(tau.norm()), rel=1e-6)
+    assert compare_vectors(vector, vector)["sign_conflict"] == 0.0
+    merge(Checkpoint(b), [(vector, 1.0)], tmp_path / "merged", progress=False)
+    with safe_open(tmp_path / "merged" / "model.safetensors", "pt") as m:
+        assert m.get_slice("e").get_shape() == [0, 4]
+        if ratio == 1.0:
+            assert all(torch.equal(m.get_tensor(n), ft[n]) for n in ("a", "w"))
+
+
+def test_vectors_of_nothing_but_empty_tensors_compare_as_zero(tmp_path):
+    """No entry in either vector: the shares over entries are 0, not a division by zero."""
+    b = _checkpoint(tmp_path / "base", {"e": torch.zeros(0, 4)})
+    f = _checkpoint(tmp_path / "ft", {"e": torch.zeros(0, 4)})
+    out = tmp_path / "v.safetensors"
+    build_task_vectors(Checkpoint(b), [(Checkpoint(f), out)], 0.5, progress=False)
+    stats = compare_vectors(TaskVector(out), TaskVector(out))
+    assert stats["sign_conflict_of_all"] == 0.0 and stats["overlap"] == 0.0
+    assert stats["sign_conflict"] == 0.0 and stats["kept_by_both"] == 0
 
 
 @pytest.mark.parametrize("chunk", [2**25, 64])

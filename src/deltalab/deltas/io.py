@@ -434,6 +434,11 @@ class Sha256:
 
     _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltalab-sha256")  # FIFO
 
+    @classmethod
+    def _new_pool(cls) -> None:
+        # a forked child inherits the pool but not its thread: work submitted there would wait
+        cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltalab-sha256")
+
     def __init__(self, queue: int = 2) -> None:
         self._hash = hashlib.sha256()
         self._pending: deque[Future] = deque()
@@ -454,6 +459,8 @@ class Sha256:
         self.wait()
         return self._hash.hexdigest()
 
+
+os.register_at_fork(after_in_child=Sha256._new_pool)
 
 # ---------------------------------------------------------------------------------------------
 # Resolving local directories and hub ids
@@ -530,6 +537,7 @@ class SafetensorsWriter:
     ) -> None:
         self.path = Path(path)
         self._plan = [(n, d, tuple(s)) for n, d, s in plan]
+        self._empty = {n for n, _, s in self._plan if math.prod(s) == 0}
         self._header: dict = {}
         offset = 0
         for name, dtype, shape in self._plan:
@@ -545,6 +553,12 @@ class SafetensorsWriter:
         self._f.write(len(self._header_bytes).to_bytes(8, "little") + self._header_bytes)
         self._pos = 0  # index into plan
         self._done = 0  # elements of the current tensor written
+        self._skip_empty()
+
+    def _skip_empty(self) -> None:
+        # zero-size tensors hold no bytes: they are complete before anything is written
+        while self._pos < len(self._plan) and self._plan[self._pos][0] in self._empty:
+            self._pos += 1
 
     def _with_meta(self, metadata: dict[str, str] | None) -> dict:
         return {"__metadata__": dict(metadata)} | self._header if metadata else self._header
@@ -555,6 +569,8 @@ class SafetensorsWriter:
 
     def write(self, name: str, data: torch.Tensor) -> None:
         """Append the next elements (flattened) of tensor `name`; tensors come in plan order."""
+        if name in self._empty and not data.numel():
+            return  # nothing to write to a zero-size tensor, wherever the plan stands
         if self._pos >= len(self._plan) or self._plan[self._pos][0] != name:
             raise RuntimeError(f"{self.path}: got tensor {name!r}, expected {self.current!r}")
         _, dtype, shape = self._plan[self._pos]
@@ -569,14 +585,10 @@ class SafetensorsWriter:
         self._done += n
         if self._done == math.prod(shape):
             self._pos, self._done = self._pos + 1, 0
-            # zero-size tensors that follow are complete already
-            while self._pos < len(self._plan) and math.prod(self._plan[self._pos][2]) == 0:
-                self._pos += 1
+            self._skip_empty()
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
         """Finish the file; `metadata` (if given) replaces the header metadata in place."""
-        while self._pos < len(self._plan) and math.prod(self._plan[self._pos][2]) == 0:
-            self._pos += 1
         if self._pos != len(self._plan):
             self.abort()
             raise RuntimeError(f"{self.path}: tensor {self.current!r} was not written")

@@ -137,7 +137,7 @@ class _Entry:
     ft_rows: int | None
 
 
-def _nonfinite(stream: _DeltaStream, where: str) -> CheckpointError:
+def _nonfinite(stream: _DeltaStream) -> CheckpointError:
     for ckpt in (stream.ft, stream.base):
         info = ckpt.info(stream.name)
         for start, stop in row_chunks(*matrix_shape(info.shape), 2**24):
@@ -145,6 +145,7 @@ def _nonfinite(stream: _DeltaStream, where: str) -> CheckpointError:
                 return CheckpointError(
                     f"{info.path}: tensor {stream.name!r} holds NaN or Inf values"
                 )
+    where = stream.ft.file_of(stream.name)  # finite weights, their difference is not
     return CheckpointError(f"{where}: tensor {stream.name!r}: the delta overflows to Inf")
 
 
@@ -258,11 +259,10 @@ def build_task_vectors(
                     base, job.finetuned, name, e.ft_rows, chunk_elements, base_hash is None, dbuf
                 )
                 base_hash = base_hash or stream.base_hash
-                where = str(job.finetuned.path)
                 if e.dense:
                     sparse_norm2 = _write_dense(stream, job.writer, e, vdtype)
                 else:
-                    sparse_norm2 = _write_sparse(stream, job.writer, e, vdtype, where)
+                    sparse_norm2 = _write_sparse(stream, job.writer, e, vdtype)
                 m[name] = {
                     "shape": list(e.shape),
                     "dtype": e.dtype,
@@ -317,36 +317,32 @@ def _apply_rescale(meta: dict[str, dict], rescale: str) -> None:
 def _write_dense(stream: _DeltaStream, writer: SafetensorsWriter, e: _Entry, vdtype: str) -> float:
     for chunk in stream:
         if not np.isfinite(chunk.numpy()).all():
-            raise _nonfinite(stream, str(stream.ft.file_of(e.name)))
+            raise _nonfinite(stream)
         writer.write(f"{e.name}:dense", chunk.to(DTYPES[vdtype]))
     return stream.norm2
 
 
-def _masked_chunks(
-    stream: _DeltaStream, k: int, where: str
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _masked_chunks(stream: _DeltaStream, k: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(delta chunk, top-k mask chunk) pairs: one pass in memory, three when streamed."""
     if len(stream.ranges) == 1:
         chunk = next(iter(stream))
         if not math.isfinite(stream.norm2):
-            raise _nonfinite(stream, where)
+            raise _nonfinite(stream)
         yield chunk, topk_mask(chunk, k)
         return
     hist = histogram_hi(stream)
     if int(hist[NONFINITE_BIN:].sum()):
-        raise _nonfinite(stream, where)
+        raise _nonfinite(stream)
     builder = MaskBuilder(threshold_from_histogram(hist, k, lambda: stream))
     for chunk in stream:
         yield chunk, builder(chunk)
 
 
-def _write_sparse(
-    stream: _DeltaStream, writer: SafetensorsWriter, e: _Entry, vdtype: str, where: str
-) -> float:
+def _write_sparse(stream: _DeltaStream, writer: SafetensorsWriter, e: _Entry, vdtype: str) -> float:
     packed: list[np.ndarray] = []  # n/8 bytes: written after the values (plan order)
     sparse2 = 0.0
     kept = 0
-    for chunk, mask_t in _masked_chunks(stream, e.k, where):
+    for chunk, mask_t in _masked_chunks(stream, e.k):
         mask = mask_t.numpy()
         values = torch.from_numpy(np.compress(mask, chunk.numpy()))  # faster than chunk[mask]
         kept += values.numel()
