@@ -208,6 +208,37 @@ def test_energy_of_tied_entries_counts_their_square():
     assert energy_above([x], Threshold(bits=0x3F800000 - 1, ties=0, k=4)) == 28.0
 
 
+@pytest.mark.parametrize("n", [1 << 20, (1 << 20) + 3])
+def test_the_one_pass_path_resolves_ordinary_large_tensors_itself(n, monkeypatch):
+    """From 2^20 entries on, k = 1 to n - 1 of Gaussian, bf16-delta (ties, zeros), all-zero and
+    few-valued tensors: the sampled one-pass path returns the exact mask itself rather than
+    declining to the histogram path (its purpose: one pass instead of two or three)."""
+    import deltalab.deltas.topk as topk
+    from tests.test_deltas_topk import CASES
+
+    def no_histogram(*args, **kwargs):
+        raise AssertionError("topk_mask fell back to the histogram path")
+
+    for case, make in CASES.items():
+        x = make(n)
+        order = torch.sort(x.double().abs(), descending=True, stable=True).indices
+        for k in (1, n // 100, 3 * n // 10, n - n // 30, n - 1):
+            expected = torch.zeros(n, dtype=torch.bool)
+            expected[order[:k]] = True
+            mask = topk._sampled_topk_mask(x, k)
+            assert mask is not None and torch.equal(mask, expected), (case, k)
+            with monkeypatch.context() as m:  # and topk_mask takes that path
+                m.setattr(topk, "find_threshold", no_histogram)
+                assert torch.equal(topk.topk_mask(x.view(-1, 1), k).view(-1), expected)
+
+
+def test_large_bf16_tensors_take_the_exact_path():
+    """The one-pass path reads float32 bits; a bf16 tensor of 2^20+ entries must not enter it."""
+    x = torch.randn((1 << 20) + 3, generator=torch.Generator().manual_seed(1)).bfloat16()
+    for k in (1, 12_345, 700_001):
+        assert torch.equal(topk_mask(x, k), topk_mask_reference(x.float(), k)), k
+
+
 # ---------------------------------------------------------------------------------------------
 # deltas.merge: --max-shard-size and --vector parsing
 
@@ -240,6 +271,18 @@ def test_parse_size_rejects_what_is_not_a_size(text):
 
 # ---------------------------------------------------------------------------------------------
 # deltas.topk.log2_histogram
+
+
+def test_histogram_of_several_large_blocks_and_chunks_counts_every_entry():
+    """Blocks of 2^20 (above the numpy/torch switch) from two chunks: every block adds to the
+    histogram (brute force: numpy's bincount of the top 16 bits of |x|)."""
+    g = torch.Generator().manual_seed(3)
+    chunks = [torch.randn(1 << 20, generator=g) * 4, torch.randn(3, (1 << 19) + 5, generator=g)]
+    bits = np.concatenate([c.reshape(-1).abs().numpy().view(np.int32) for c in chunks])
+    expected = np.bincount(bits >> 15, minlength=1 << 16)
+    hist = histogram_hi(chunks)
+    assert hist.dtype == np.int64 and hist.sum() == bits.size
+    assert np.array_equal(hist, expected)
 
 
 def test_log2_histogram_hand_computed():
