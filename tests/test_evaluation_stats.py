@@ -109,6 +109,22 @@ def test_cluster_bootstrap_does_not_count_repeated_seeds_as_new_questions() -> N
     assert width(naive) == pytest.approx(width(one) / np.sqrt(2), rel=0.08)
 
 
+def test_cluster_labels_of_any_hashable_type_group_by_their_text() -> None:
+    """Tuple labels (question, seed) and integers too large for a float (2**60 and 2**60 + 1
+    are one float64) make the same clusters, in the same order, as their texts."""
+    rng = np.random.default_rng(7)
+    ref, trt = rng.random(60) < 0.5, rng.random(60) < 0.6
+    questions = [i % 20 for i in range(60)]
+    unclustered = paired_bootstrap_ci(ref, trt, n_bootstrap=500)
+    for labels in (
+        [(f"q{q}", 0) for q in questions],
+        [2**60 + q if q else 0.5 for q in questions],
+    ):
+        as_text = paired_bootstrap_ci(ref, trt, n_bootstrap=500, clusters=[str(c) for c in labels])
+        assert paired_bootstrap_ci(ref, trt, n_bootstrap=500, clusters=labels) == as_text
+        assert as_text != unclustered  # 20 clusters of 3, not 60 pairs
+
+
 @pytest.mark.parametrize("confidence", [0.0, 1.0, -0.05, 1.5, float("nan")])
 def test_confidence_outside_zero_one_is_a_clear_error(confidence: float) -> None:
     ref, trt = [True, False, True, False], [True, True, False, True]

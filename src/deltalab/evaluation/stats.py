@@ -79,7 +79,9 @@ def paired_bootstrap_ci(
     else:
         if len(clusters) != diff.size:
             raise ValueError(f"{len(clusters)} cluster labels for {diff.size} pairs")
-        _, inverse = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        # labels compared by their text: numpy would make a 2-D array of tuple labels and
+        # round large integers mixed with floats to one value
+        _, inverse = np.unique(np.array([str(c) for c in clusters]), return_inverse=True)
         sums = np.bincount(inverse, weights=diff)
         sizes = np.bincount(inverse).astype(np.float64)
     k = sums.size
