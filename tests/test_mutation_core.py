@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from deltalab.deltas.io import Checkpoint
 from deltalab.deltas.merge import load_vectors, parse_size
 from deltalab.deltas.topk import (
+    MAX_CANDIDATES,
     MaskBuilder,
     Threshold,
     energy_above,
@@ -26,6 +27,7 @@ from deltalab.deltas.topk import (
     log2_histogram,
     sum_squares,
     threshold_from_histogram,
+    topk_count,
     topk_mask,
     topk_mask_reference,
 )
@@ -144,6 +146,59 @@ def test_the_bucket_of_zeros_shortcut_holds_only_for_exact_zeros(dtype):
         assert torch.equal(mask, topk_mask_reference(x.float(), k))
 
 
+def _bits(v: float) -> int:
+    return int(torch.tensor(abs(v), dtype=torch.float32).view(torch.int32))
+
+
+def test_threshold_fields_by_hand_on_every_path():
+    """Threshold(bits, ties, k), hand-computed for each way threshold_from_histogram ends: keep
+    nothing, everything, a whole top-level bucket, the sorted candidates, the low-bit counts
+    (max_candidates=0), the bucket-of-zeros shortcut. `bits` is the cut (all entries equal to
+    it are kept when `ties` would count them all, so the cut moves one pattern down)."""
+    top = float.fromhex("0x1.00fffep+0")  # the last fp32 pattern in the bucket of 1.0
+    x = torch.tensor([1.5, 0.0, 1.0, top, -1.0, 1.5, 0.0, 1.0, 0.25, 1.0, -top, 0.0])
+    one, cut_below_one = _bits(1.0), _bits(1.0) - 1
+    start_of_1_5 = (_bits(1.5) >> 15) << 15
+
+    def threshold(k, max_candidates=MAX_CANDIDATES):
+        return threshold_from_histogram(histogram_hi([x]), k, lambda: [x], max_candidates)
+
+    for mc in (MAX_CANDIDATES, 0):  # sorted candidates, then low-bit counts
+        assert threshold(0, mc) == Threshold(0x7FFFFFFF, 0, 0)
+        assert threshold(12, mc) == Threshold(-1, 0, 12)
+        assert threshold(2, mc) == Threshold(start_of_1_5 - 1, 0, 2)  # the bucket of 1.5, whole
+        assert threshold(3, mc) == Threshold(_bits(top), 1, 3)  # one of the two `top`s
+        assert threshold(4, mc) == Threshold(_bits(top) - 1, 0, 4)  # both: cut below them
+        assert threshold(5, mc) == Threshold(one, 1, 5)  # the first of four 1.0s
+        assert threshold(6, mc) == Threshold(one, 2, 6)
+        assert threshold(8, mc) == Threshold(cut_below_one, 0, 8)  # the bucket of 1.0, whole
+        assert threshold(9, mc) == Threshold((_bits(0.25) >> 15 << 15) - 1, 0, 9)  # of 0.25
+        assert threshold(10, mc) == Threshold(0, 1, 10)  # one of the three zeros
+    no_zeros = x[x != 0]  # everything kept: the cut is -1 even when no bucket-0 entry exists
+    assert threshold_from_histogram(
+        histogram_hi([no_zeros]), 9, lambda: [no_zeros], 0
+    ) == Threshold(-1, 0, 9)
+    largest = sorted(x.abs().tolist(), reverse=True)
+    for k in range(13):
+        t = threshold(k, 0)
+        if 0 < k < 12:  # the cut lies between the k-th and the (k+1)-th largest |x|
+            assert largest[k] <= t.value <= largest[k - 1], k
+        else:
+            assert t.value == 0.0
+        assert torch.equal(MaskBuilder(t)(x), topk_mask_reference(x, k)), k
+
+
+def test_the_zeros_shortcut_is_for_the_zero_bucket_only():
+    """Bucket 1 (denormals with bits 2^15..2^16-1) as full as the count of zeros must not be
+    taken for zeros: with few candidates allowed, the k-th value is found by counting."""
+    denormal = torch.tensor(40_000, dtype=torch.int32).view(torch.float32)  # bucket 1
+    x = torch.cat([torch.zeros(6), denormal.repeat(6), torch.tensor([2.0, -3.0])])
+    for k in (3, 5, 8, 10):
+        t = threshold_from_histogram(histogram_hi([x]), k, lambda: [x], max_candidates=2)
+        assert torch.equal(MaskBuilder(t)(x), topk_mask_reference(x, k)), k
+    assert topk_count(1, 0.5) == 1 and topk_count(1, 1e-9) == 1 and topk_count(0, 0.5) == 0
+
+
 def test_the_low_bit_histogram_of_a_large_block_equals_the_sorted_reference():
     """Blocks of 2^15 entries and more are counted by torch's bincount (numpy below)."""
     x = torch.randn(40_000, generator=torch.Generator().manual_seed(3))
@@ -208,11 +263,13 @@ def test_energy_of_tied_entries_counts_their_square():
     assert energy_above([x], Threshold(bits=0x3F800000 - 1, ties=0, k=4)) == 28.0
 
 
-@pytest.mark.parametrize("n", [1 << 20, (1 << 20) + 3])
+@pytest.mark.parametrize("n", [1 << 20, (1 << 20) + 3, (1 << 21) + 5])
 def test_the_one_pass_path_resolves_ordinary_large_tensors_itself(n, monkeypatch):
     """From 2^20 entries on, k = 1 to n - 1 of Gaussian, bf16-delta (ties, zeros), all-zero and
     few-valued tensors: the sampled one-pass path returns the exact mask itself rather than
-    declining to the histogram path (its purpose: one pass instead of two or three)."""
+    declining to the histogram path (its purpose: one pass instead of two or three). Three
+    blocks of 2^20: candidates found in later blocks keep their global index. k = n - 1008 puts
+    the sample's lower bracket exactly one past the end of the sample."""
     import deltalab.deltas.topk as topk
     from tests.test_deltas_topk import CASES
 
@@ -222,11 +279,12 @@ def test_the_one_pass_path_resolves_ordinary_large_tensors_itself(n, monkeypatch
     for case, make in CASES.items():
         x = make(n)
         order = torch.sort(x.double().abs(), descending=True, stable=True).indices
-        for k in (1, n // 100, 3 * n // 10, n - n // 30, n - 1):
+        for k in (1, n // 100, 3 * n // 10, n - n // 30, n - 1008, n - 1):
             expected = torch.zeros(n, dtype=torch.bool)
             expected[order[:k]] = True
             mask = topk._sampled_topk_mask(x, k)
-            assert mask is not None and torch.equal(mask, expected), (case, k)
+            assert mask is not None and mask.dtype == torch.bool, (case, k)
+            assert torch.equal(mask, expected), (case, k)
             with monkeypatch.context() as m:  # and topk_mask takes that path
                 m.setattr(topk, "find_threshold", no_histogram)
                 assert torch.equal(topk.topk_mask(x.view(-1, 1), k).view(-1), expected)

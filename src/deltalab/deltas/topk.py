@@ -52,7 +52,8 @@ class Threshold:
 
     @property
     def value(self) -> float:
-        """The k-th largest |x| as a float (0.0 when nothing or everything is kept)."""
+        """The cut as a float: between the (k+1)-th and the k-th largest |x|, both included
+        (0.0 when nothing or everything is kept)."""
         if self.k == 0 or self.bits < 0:
             return 0.0
         return torch.tensor(self.bits, dtype=torch.int32).view(torch.float32).item()
