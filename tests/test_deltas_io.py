@@ -137,6 +137,8 @@ def test_writer_takes_zero_size_tensors_anywhere_in_the_plan(tmp_path):
     w = SafetensorsWriter(tmp_path / "y.safetensors", plan)
     with pytest.raises(RuntimeError, match="got tensor 'e0', expected 'a'"):
         w.write("e0", torch.zeros(1))  # elements for a tensor that holds none
+    with pytest.raises(RuntimeError, match="tensor 'e1' is torch.float32, planned U8"):
+        w.write("e1", torch.zeros(0))
     w.abort()
 
 

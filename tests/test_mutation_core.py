@@ -206,6 +206,16 @@ def test_the_low_bit_histogram_of_a_large_block_equals_the_sorted_reference():
         assert torch.equal(_streamed_mask(x, k, max_candidates=0), topk_mask_reference(x, k))
 
 
+def test_sum_squares_is_bit_stable_on_both_sides_of_the_switch():
+    """The norms in every task vector's metadata come from here: below 2^15 entries a float64
+    dot product, from 2^15 on torch's norm. Moving the switch changes those bytes."""
+    for n in (32_767, 32_768):
+        x = torch.randn(n, generator=torch.Generator().manual_seed(11))
+        a = x.numpy().astype(np.float64)
+        expected = float(a @ a) if n < 32_768 else float(torch.linalg.vector_norm(x)) ** 2
+        assert sum_squares(x) == expected, n
+
+
 @pytest.mark.parametrize("n", [10, 32_767, 32_768, 100_000])
 def test_sum_squares_equals_float64_below_and_above_the_numpy_torch_switch(n):
     x = torch.randn(n, generator=torch.Generator().manual_seed(n))
@@ -249,6 +259,29 @@ def test_the_one_pass_path_declines_when_its_sample_misleads_it(case):
     assert torch.equal(topk_mask(x, k), topk_mask_reference(x, k))
 
 
+def test_the_one_pass_path_declines_when_exactly_k_entries_lie_above_its_bracket():
+    """Sampled positions hold 1.0 and 2.0 (the bracket is [1, 2]); k unsampled entries hold 3.0:
+    nothing is left to take from the bracket (need = 0), so the path declines."""
+    from deltalab.deltas.topk import _SAMPLE, _sampled_topk_mask
+
+    n, k = 1 << 20, 1 << 19
+    sampled_at = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(n))
+    x = torch.ones(n)
+    x[sampled_at[:31_500]] = 2.0
+    unsampled = torch.ones(n, dtype=torch.bool)
+    unsampled[sampled_at] = False
+    x[torch.nonzero(unsampled).flatten()[:k]] = 3.0
+    assert int((x > 2).sum()) == k
+    assert _sampled_topk_mask(x, k) is None
+    assert torch.equal(topk_mask(x, k), x > 2)
+
+
+def test_k_outside_zero_to_n_on_a_large_tensor_keeps_nothing_or_everything():
+    x = torch.randn((1 << 20) + 3, generator=torch.Generator().manual_seed(5))
+    assert topk_mask(x, x.numel() + 1).all() and topk_mask(x, x.numel()).all()
+    assert not topk_mask(x, 0).any() and not topk_mask(x, -1).any()
+
+
 def test_mask_builder_writes_into_the_buffer_it_is_given():
     x = torch.tensor([[0.5, -2.0, 1.0], [2.0, 0.1, -1.0]])  # ties at 2 and at 1: lowest index
     out = torch.zeros(6, dtype=torch.bool)
@@ -269,7 +302,7 @@ def test_the_one_pass_path_resolves_ordinary_large_tensors_itself(n, monkeypatch
     few-valued tensors: the sampled one-pass path returns the exact mask itself rather than
     declining to the histogram path (its purpose: one pass instead of two or three). Three
     blocks of 2^20: candidates found in later blocks keep their global index. k = n - 1008 puts
-    the sample's lower bracket exactly one past the end of the sample."""
+    the sample's lower bracket exactly one past the end of the sample (n = 2^20 and 2^20 + 3)."""
     import deltalab.deltas.topk as topk
     from tests.test_deltas_topk import CASES
 
@@ -531,6 +564,26 @@ def test_zero_element_tensors_pass_through_vectors_merge_and_compare(tmp_path, r
             assert all(torch.equal(m.get_tensor(n), ft[n]) for n in ("a", "w"))
 
 
+def test_vectors_covering_different_tensors_of_one_base_are_refused_by_name(tmp_path):
+    """A finetune that stores `b` as integers has no task vector for `b`: comparing it with a
+    vector that has `b` is refused, naming the tensor (not "a different base", X vs X)."""
+    from deltalab.errors import CheckpointError
+
+    g = torch.Generator().manual_seed(2)
+    w = {n: torch.randn(40, generator=g) for n in ("a", "b", "c")}
+    base = _checkpoint(tmp_path / "base", w)
+    one = _checkpoint(tmp_path / "one", {n: v + 1 for n, v in w.items()})
+    two = _checkpoint(tmp_path / "two", {"a": w["a"] - 1, "b": torch.arange(40), "c": w["c"]})
+    outs = [tmp_path / "one.safetensors", tmp_path / "two.safetensors"]
+    for ft, out in zip((one, two), outs, strict=True):
+        build_task_vectors(Checkpoint(base), [(Checkpoint(ft), out)], 0.5, progress=False)
+    assert "b" not in TaskVector(outs[1]).entries
+    with pytest.raises(
+        CheckpointError, match=r"covers other tensors of .* \(in only one of them: \['b'\]\)"
+    ):
+        compare_vectors(TaskVector(outs[0]), TaskVector(outs[1]))
+
+
 def test_vectors_of_nothing_but_empty_tensors_compare_as_zero(tmp_path):
     """No entry in either vector: the shares over entries are 0, not a division by zero."""
     b = _checkpoint(tmp_path / "base", {"e": torch.zeros(0, 4)})
@@ -737,6 +790,21 @@ def test_merge_equals_float64_reference_with_its_record_and_config(handmade, tmp
     }  # fmt: skip
     assert info == expected
     assert json.loads((out / "deltalab_merge.json").read_text()) == expected
+
+
+def test_untouched_tensors_keep_their_nan_payloads_bit_for_bit(tmp_path):
+    """A float tensor no vector touches is copied, not round-tripped through fp32 (which would
+    rewrite NaN payloads: bf16 0x7F81 comes back as 0xFFFF)."""
+    from deltalab.deltas.merge import merge
+    from tests.deltas_fixtures import state_dict
+
+    bf16 = torch.tensor([0x7F81, 0x3F80, -0x0080], dtype=torch.int16).view(torch.bfloat16)
+    fp16 = torch.tensor([0x7C01, 0x3C00], dtype=torch.int16).view(torch.float16)
+    base = _checkpoint(tmp_path / "base", {"b": bf16, "h": fp16, "w": torch.ones(4)})
+    merge(Checkpoint(base), [], tmp_path / "m", progress=False)
+    merged = state_dict(tmp_path / "m")
+    assert torch.equal(merged["b"].view(torch.int16), bf16.view(torch.int16))
+    assert torch.equal(merged["h"].view(torch.int16), fp16.view(torch.int16))
 
 
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])

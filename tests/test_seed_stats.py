@@ -31,6 +31,14 @@ def test_seed_interval_matches_scipy_t_interval_and_naive_sd():
     )
 
 
+def test_seed_interval_computes_in_float64_whatever_the_input_dtype():
+    """float32 per-seed differences are exact in float64; the mean and sd must not be float32."""
+    diffs32 = np.array([0.1, 0.2, 0.35], dtype=np.float32)
+    as64 = [float(d) for d in diffs32]
+    assert seed_interval(diffs32) == seed_interval(as64)
+    assert seed_interval(diffs32)["seeds_mean_difference"] == sum(as64) / 3
+
+
 def test_seed_interval_level_is_the_one_asked_for():
     diffs = [0.1, 0.3, 0.2, 0.25]
     ci90 = scipy_stats.ttest_1samp(diffs, 0.0).confidence_interval(0.90)

@@ -460,7 +460,8 @@ class Sha256:
         return self._hash.hexdigest()
 
 
-os.register_at_fork(after_in_child=Sha256._new_pool)
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=Sha256._new_pool)
 
 # ---------------------------------------------------------------------------------------------
 # Resolving local directories and hub ids
@@ -570,6 +571,9 @@ class SafetensorsWriter:
     def write(self, name: str, data: torch.Tensor) -> None:
         """Append the next elements (flattened) of tensor `name`; tensors come in plan order."""
         if name in self._empty and not data.numel():
+            if data.dtype != DTYPES[self._header[name]["dtype"]]:
+                raise RuntimeError(f"{self.path}: tensor {name!r} is {data.dtype}, planned "
+                                   f"{self._header[name]['dtype']}")  # fmt: skip
             return  # nothing to write to a zero-size tensor, wherever the plan stands
         if self._pos >= len(self._plan) or self._plan[self._pos][0] != name:
             raise RuntimeError(f"{self.path}: got tensor {name!r}, expected {self.current!r}")

@@ -48,6 +48,14 @@ def check_vector_pair(vectors: Sequence[TaskVector]) -> None:
     first = vectors[0]
     for other in vectors[1:]:
         if other.meta.get("base_sha256") != first.meta.get("base_sha256"):
+            # the digest covers each vector's own tensors: one base, different tensor sets
+            differ = sorted(set(first.entries) ^ set(other.entries))
+            if differ and other.meta.get("base") == first.meta.get("base"):
+                raise CheckpointError(
+                    f"{other.path}: covers other tensors of {first.meta.get('base')} than "
+                    f"{first.path} (in only one of them: {differ[:5]}); a finetune that stores "
+                    "a tensor as integers has no task vector for it"
+                )
             raise CheckpointError(
                 f"{other.path}: made from a different base than {first.path} "
                 f"({other.meta.get('base')} vs {first.meta.get('base')})"

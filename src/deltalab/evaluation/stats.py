@@ -61,7 +61,8 @@ def paired_bootstrap_ci(
     Outcomes are 0/1 (correct or not) or any per-question score, e.g. a pass@k estimate.
 
     `clusters` (one label per pair, e.g. the question id when pairs from several seeds are pooled)
-    makes whole clusters the resampling unit.
+    makes whole clusters the resampling unit. Labels are compared by their text: `1` and `"1"`
+    are one cluster, `1` and `1.0` two.
     """
     ref = np.asarray(reference, dtype=np.float64)
     trt = np.asarray(treatment, dtype=np.float64)
