@@ -432,12 +432,11 @@ class Sha256:
     """sha256 of tensor bytes, computed on a worker thread so hashing overlaps reading and math
     (hashlib releases the GIL). At most `queue` buffers wait, which bounds the memory held."""
 
-    _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltalab-sha256")  # FIFO
+    _pool: ThreadPoolExecutor
 
     @classmethod
     def _new_pool(cls) -> None:
-        # a forked child inherits the pool but not its thread: work submitted there would wait
-        cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltalab-sha256")
+        cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltalab-sha256")  # FIFO
 
     def __init__(self, queue: int = 2) -> None:
         self._hash = hashlib.sha256()
@@ -460,7 +459,8 @@ class Sha256:
         return self._hash.hexdigest()
 
 
-if hasattr(os, "register_at_fork"):  # POSIX only
+Sha256._new_pool()
+if hasattr(os, "register_at_fork"):  # POSIX: a forked child inherits the pool but not its thread
     os.register_at_fork(after_in_child=Sha256._new_pool)
 
 # ---------------------------------------------------------------------------------------------
@@ -570,16 +570,16 @@ class SafetensorsWriter:
 
     def write(self, name: str, data: torch.Tensor) -> None:
         """Append the next elements (flattened) of tensor `name`; tensors come in plan order."""
-        if name in self._empty and not data.numel():
-            if data.dtype != DTYPES[self._header[name]["dtype"]]:
-                raise RuntimeError(f"{self.path}: tensor {name!r} is {data.dtype}, planned "
-                                   f"{self._header[name]['dtype']}")  # fmt: skip
-            return  # nothing to write to a zero-size tensor, wherever the plan stands
-        if self._pos >= len(self._plan) or self._plan[self._pos][0] != name:
+        # nothing to write to a zero-size tensor: accepted wherever the plan stands
+        empty = name in self._empty and not data.numel()
+        if not empty and (self._pos >= len(self._plan) or self._plan[self._pos][0] != name):
             raise RuntimeError(f"{self.path}: got tensor {name!r}, expected {self.current!r}")
-        _, dtype, shape = self._plan[self._pos]
+        dtype = self._header[name]["dtype"]
         if data.dtype != DTYPES[dtype]:
             raise RuntimeError(f"{self.path}: tensor {name!r} is {data.dtype}, planned {dtype}")
+        if empty:
+            return
+        shape = self._plan[self._pos][2]
         n = data.numel()
         if self._done + n > math.prod(shape):
             raise RuntimeError(f"{self.path}: too many elements for tensor {name!r}")

@@ -80,8 +80,7 @@ def paired_bootstrap_ci(
     else:
         if len(clusters) != diff.size:
             raise ValueError(f"{len(clusters)} cluster labels for {diff.size} pairs")
-        # labels compared by their text: numpy would make a 2-D array of tuple labels and
-        # round large integers mixed with floats to one value
+        # one label at a time: numpy would turn tuple labels into a 2-D array
         _, inverse = np.unique(np.array([str(c) for c in clusters]), return_inverse=True)
         sums = np.bincount(inverse, weights=diff)
         sizes = np.bincount(inverse).astype(np.float64)
