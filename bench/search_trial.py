@@ -56,8 +56,8 @@ def setup(size: str, workdir: Path) -> tuple[Path, list[Path], list[str]]:
     """(base checkpoint, [sft vector, rlvr vector], query questions)."""
     from deltalab import paths
     from deltalab.config import load_params
-    from deltalab.deltas.io import Checkpoint
-    from deltalab.deltas.vectors import build_task_vectors
+    from deltalab.merging.vectors import build_task_vectors
+    from deltalab.tensors.reader import Checkpoint
 
     pool = [json.loads(line)["question"] for line in paths.SEARCH_POOL.open()]
     n_queries = TRIAL[size][0]
@@ -131,7 +131,7 @@ def run_dots(size: str, workdir: Path, trials: int) -> dict:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from deltalab.deltas.vectors import TaskVector
+    from deltalab.merging.vectors import TaskVector
 
     base, vectors, questions = setup(size, workdir)
     dtype = torch.float32 if size == "tiny" else torch.bfloat16

@@ -85,7 +85,7 @@ def generate(
     size: str, root: Path, names: tuple[str, ...] = ("base", "sft", "rl"), seed: int = 0
 ) -> dict[str, Path]:
     """Write base, sft (every entry moves ~1e-2 relative) and rl (20% of entries move ~3e-3)."""
-    from deltalab.deltas.io import CheckpointWriter
+    from deltalab.tensors.writer import CheckpointWriter
 
     plan, config = llama_plan(size)
     dirs = {name: root / name for name in ("base", *names)}
@@ -123,9 +123,9 @@ def generate(
 
 
 def run_deltalab(dirs: dict[str, Path], out: Path, ratio: float) -> None:
-    from deltalab.deltas.io import Checkpoint
-    from deltalab.deltas.merge import merge
-    from deltalab.deltas.vectors import TaskVector, build_task_vectors
+    from deltalab.merging.disk import merge
+    from deltalab.merging.vectors import TaskVector, build_task_vectors
+    from deltalab.tensors.reader import Checkpoint
 
     base = Checkpoint(dirs["base"])
     paths = [out.parent / f"{out.name}-{name}.safetensors" for name in ("sft", "rl")]

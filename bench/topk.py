@@ -51,7 +51,7 @@ def make_input(n: int, dist: str) -> torch.Tensor:
 
 def run_method(method: str, x: torch.Tensor, k: int) -> int:
     if method == "deltalab":
-        from deltalab.deltas.topk import topk_mask
+        from deltalab.tensors.topk import topk_mask
 
         return int(torch.count_nonzero(topk_mask(x, k)))
     a = x.abs()

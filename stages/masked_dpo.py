@@ -15,9 +15,9 @@ import torch
 
 from deltalab import paths, stage
 from deltalab.atomic import write_json
-from deltalab.deltas.io import Checkpoint
 from deltalab.errors import ConfigError
 from deltalab.masks.build import MaskFile
+from deltalab.tensors.reader import Checkpoint
 from deltalab.tokens import inject_mul_tokens
 from deltalab.train.dpo import (
     dpo_trainer,

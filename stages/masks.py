@@ -9,13 +9,13 @@ tensor, beside the random expectation → metrics/masks/<cond>-<seed>.json, repo
 
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
-from deltalab.deltas.io import Checkpoint
 from deltalab.errors import CheckpointError
 from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
 from deltalab.masks.compare import jaccard_table
 from deltalab.masks.fisher import dpo_fisher
 from deltalab.masks.report import plot_layers, summary
 from deltalab.models import configure_torch, load_causal_lm
+from deltalab.tensors.reader import Checkpoint
 from deltalab.tokens import inject_mul_tokens
 from deltalab.train.dpo import load_preference_rows, preference_split
 

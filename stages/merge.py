@@ -14,17 +14,17 @@ from pathlib import Path
 
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.live import LiveMerge
-from deltalab.deltas.merge import merge
-from deltalab.deltas.vectors import TaskVector, build_task_vectors
 from deltalab.errors import DataError
 from deltalab.evaluation.params import EvaluateParams
 from deltalab.evaluation.scoring import evaluate_model, load_gsm8k, write_predictions
+from deltalab.merging.disk import merge
+from deltalab.merging.live import LiveMerge
+from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.models import configure_torch
 from deltalab.search.live_model import open_live_model
 from deltalab.search.merged import compare_with_references
 from deltalab.search.params import VECTORS
+from deltalab.tensors.reader import Checkpoint
 
 REFERENCES = ("sft_gsm8k", "rlvr")  # the single models the merge must beat
 

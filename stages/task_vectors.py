@@ -7,10 +7,10 @@ sign conflict and overlap of the two sparse vectors, their magnitude ratio.
 
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.vectors import TaskVector, build_task_vectors, compare_vectors
+from deltalab.merging.vectors import TaskVector, build_task_vectors, compare_vectors
 from deltalab.models import configure_torch
 from deltalab.search.params import VECTORS
+from deltalab.tensors.reader import Checkpoint
 
 SOURCES = {"sft": "sft_gsm8k", "rlvr": "rlvr"}  # vector name → finetuned checkpoint
 

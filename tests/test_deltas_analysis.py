@@ -13,11 +13,11 @@ from safetensors.torch import save_file
 
 from deltalab.cli import main
 from deltalab.deltas.analysis import DeltaInput, analyze, ranks
-from deltalab.deltas.io import Checkpoint
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.deltas.report import metrics, summary
-from deltalab.deltas.topk import topk_count, topk_mask_reference
 from deltalab.errors import CheckpointError
+from deltalab.tensors.reader import Checkpoint
+from deltalab.tensors.topk import topk_count, topk_mask_reference
 from tests.deltas_fixtures import build, finetune, save, state_dict
 
 

@@ -13,18 +13,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from deltalab.deltas.io import (
-    Checkpoint,
-    CheckpointWriter,
-    SafetensorsWriter,
-    Sha256,
-    copy_aux_files,
-    pair_tensors,
-    read_header,
-    resolve_checkpoint,
-    row_chunks,
-)
 from deltalab.errors import CheckpointError
+from deltalab.tensors.blocks import row_chunks
+from deltalab.tensors.format import read_header
+from deltalab.tensors.hashing import Sha256
+from deltalab.tensors.hub import resolve_checkpoint
+from deltalab.tensors.pairing import pair_tensors
+from deltalab.tensors.reader import Checkpoint
+from deltalab.tensors.writer import CheckpointWriter, SafetensorsWriter, copy_aux_files
 from tests.deltas_fixtures import build, save, state_dict
 
 

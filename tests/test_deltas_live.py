@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.live import LiveMerge
-from deltalab.deltas.merge import merge
-from deltalab.deltas.vectors import TaskVector, build_task_vectors
 from deltalab.errors import CheckpointError
+from deltalab.merging.disk import merge
+from deltalab.merging.live import LiveMerge
+from deltalab.merging.vectors import TaskVector, build_task_vectors
+from deltalab.tensors.reader import Checkpoint
 from tests.deltas_fixtures import build, finetune, save, state_dict
 
 
@@ -110,7 +110,7 @@ def test_vectors_from_another_base_or_architecture_fail(track, tmp_path):
 
 
 def test_compare_vectors_counts_conflicts_overlap_and_norms(tmp_path):
-    from deltalab.deltas.vectors import compare_vectors
+    from deltalab.merging.vectors import compare_vectors
 
     model = build("gpt2", seed=0)
     base = save(model, tmp_path / "base")

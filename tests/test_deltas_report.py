@@ -18,7 +18,6 @@ import torch
 
 from deltalab.cli import main as cli_main
 from deltalab.deltas.analysis import DeltaInput, analyze
-from deltalab.deltas.io import Checkpoint
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.deltas.report import (
     CLAIMS,
@@ -31,6 +30,7 @@ from deltalab.deltas.report import (
     write_report,
 )
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.tensors.reader import Checkpoint
 from tests.deltas_fixtures import UP, Q, contrast_tensors, save_tensors
 
 ROOT = Path(__file__).parents[1]

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from deltalab.cli import main
-from deltalab.deltas import io as deltas_io
 from deltalab.deltas.analysis import DeltaInput, analyze
-from deltalab.deltas.io import Checkpoint
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
+from deltalab.tensors import reader as tensors_reader
+from deltalab.tensors.reader import Checkpoint
 from tests.deltas_fixtures import build, finetune, save
 
 INCLUDE = [r"self_attn", r"mlp\.up_proj"]
@@ -37,13 +37,13 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
 def reads(monkeypatch) -> list[str]:
     """Names of every tensor read from any checkpoint (data, not headers)."""
     names: list[str] = []
-    original = deltas_io.SafetensorsReader.read
+    original = tensors_reader.SafetensorsReader.read
 
     def read(self, name, *args, **kwargs):
         names.append(name)
         return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(deltas_io.SafetensorsReader, "read", read)
+    monkeypatch.setattr(tensors_reader.SafetensorsReader, "read", read)
     return names
 
 

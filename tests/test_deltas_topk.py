@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deltalab.deltas.topk import (
+from deltalab.tensors.topk import (
     MaskBuilder,
     energy_above,
     find_threshold,

@@ -11,11 +11,11 @@ import torch
 from safetensors import safe_open
 
 from deltalab.cli import main
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.merge import merge
-from deltalab.deltas.topk import topk_count, topk_mask_reference
-from deltalab.deltas.vectors import TaskVector, build_task_vector, build_task_vectors
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.merging.disk import merge
+from deltalab.merging.vectors import TaskVector, build_task_vector, build_task_vectors
+from deltalab.tensors.reader import Checkpoint
+from deltalab.tensors.topk import topk_count, topk_mask_reference
 from tests.deltas_fixtures import build, finetune, save, state_dict
 
 

@@ -1,5 +1,5 @@
-"""Tests for mutants of the four core modules (evaluation.stats, deltas.topk, deltas.vectors,
-deltas.merge) that the rest of the suite let survive (issue 12): `mutmut run`, see pyproject's
+"""Tests for mutants of the four core modules (evaluation.stats, tensors.topk, merging.vectors,
+merging.disk) that the rest of the suite let survive (issue 12): `mutmut run`, see pyproject's
 [tool.mutmut]. Each compares with an independent reference (hand computation, float64, brute
 force, the bytes on disk)."""
 
@@ -15,9 +15,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.merge import load_vectors, parse_size
-from deltalab.deltas.topk import (
+from deltalab.errors import ConfigError
+from deltalab.evaluation.stats import (
+    compare_paired,
+    discordant_counts,
+    paired_bootstrap_ci,
+    seed_interval,
+)
+from deltalab.merging.disk import load_vectors, parse_size
+from deltalab.merging.vectors import TaskVector, build_task_vectors, compare_vectors
+from deltalab.tensors.blocks import sum_squares
+from deltalab.tensors.reader import Checkpoint
+from deltalab.tensors.topk import (
     MAX_CANDIDATES,
     MaskBuilder,
     Threshold,
@@ -25,19 +34,10 @@ from deltalab.deltas.topk import (
     find_threshold,
     histogram_hi,
     log2_histogram,
-    sum_squares,
     threshold_from_histogram,
     topk_count,
     topk_mask,
     topk_mask_reference,
-)
-from deltalab.deltas.vectors import TaskVector, build_task_vectors, compare_vectors
-from deltalab.errors import ConfigError
-from deltalab.evaluation.stats import (
-    compare_paired,
-    discordant_counts,
-    paired_bootstrap_ci,
-    seed_interval,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_discordant_counts_of_float_outcomes():
 
 
 # ---------------------------------------------------------------------------------------------
-# deltas.topk: the second-level paths
+# tensors.topk: the second-level paths
 
 
 def _streamed_mask(x: torch.Tensor, k: int, max_candidates: int) -> torch.Tensor:
@@ -247,7 +247,7 @@ def test_the_one_pass_path_declines_when_its_sample_misleads_it(case):
     """Adversarial input for the sampled bracket: the entries at the (deterministic) sample
     positions are zeros or tiny, everything else is large. The sample's guess of the k-th value
     is then wrong, and the one-pass path must notice and leave the tensor to the exact path."""
-    from deltalab.deltas.topk import _sampled_topk_mask
+    from deltalab.tensors.topk import _sampled_topk_mask
 
     n = 1 << 20
     g = torch.Generator().manual_seed(0)
@@ -262,7 +262,7 @@ def test_the_one_pass_path_declines_when_its_sample_misleads_it(case):
 def test_the_one_pass_path_declines_when_exactly_k_entries_lie_above_its_bracket():
     """Sampled positions hold 1.0 and 2.0 (the bracket is [1, 2]); k unsampled entries hold 3.0:
     nothing is left to take from the bracket (need = 0), so the path declines."""
-    from deltalab.deltas.topk import _SAMPLE, _sampled_topk_mask
+    from deltalab.tensors.topk import _SAMPLE, _sampled_topk_mask
 
     n, k = 1 << 20, 1 << 19
     sampled_at = torch.randint(n, (_SAMPLE,), generator=torch.Generator().manual_seed(n))
@@ -303,7 +303,7 @@ def test_the_one_pass_path_resolves_ordinary_large_tensors_itself(n, monkeypatch
     declining to the histogram path (its purpose: one pass instead of two or three). Three
     blocks of 2^20: candidates found in later blocks keep their global index. k = n - 1008 puts
     the sample's lower bracket exactly one past the end of the sample (n = 2^20 and 2^20 + 3)."""
-    import deltalab.deltas.topk as topk
+    import deltalab.tensors.topk as topk
     from tests.test_deltas_topk import CASES
 
     def no_histogram(*args, **kwargs):
@@ -331,7 +331,7 @@ def test_large_bf16_tensors_take_the_exact_path():
 
 
 # ---------------------------------------------------------------------------------------------
-# deltas.merge: --max-shard-size and --vector parsing
+# merging.disk: --max-shard-size and --vector parsing
 
 
 @pytest.mark.parametrize(
@@ -361,7 +361,7 @@ def test_parse_size_rejects_what_is_not_a_size(text):
 
 
 # ---------------------------------------------------------------------------------------------
-# deltas.topk.log2_histogram
+# tensors.topk.log2_histogram
 
 
 def test_histogram_of_several_large_blocks_and_chunks_counts_every_entry():
@@ -542,7 +542,7 @@ def test_a_delta_that_overflows_names_the_finetuned_file_and_writes_nothing(tmp_
 def test_zero_element_tensors_pass_through_vectors_merge_and_compare(tmp_path, ratio, chunk):
     """A (0, 4) tensor (an empty embedding of added tokens, say) between real ones: k = 0, norm 0,
     the other tensors' vectors unchanged, and the merge keeps its shape."""
-    from deltalab.deltas.merge import merge
+    from deltalab.merging.disk import merge
 
     w, v = torch.arange(16.0), torch.linspace(-1, 1, 6)
     base = {"a": v, "e": torch.zeros(0, 4), "w": w}
@@ -756,7 +756,7 @@ def test_packed_mask_and_values_on_disk_equal_brute_force(handmade):
 def test_merge_equals_float64_reference_with_its_record_and_config(handmade, tmp_path, dtype):
     """base + 1.5·τ_a (top 30%) − 0.5·τ_b (dense), in row chunks: exact, since every value is a
     small multiple of 1/128; the bf16 output is the float64 sum rounded once."""
-    from deltalab.deltas.merge import merge
+    from deltalab.merging.disk import merge
     from tests.deltas_fixtures import state_dict
 
     root, paths, deltas = handmade
@@ -795,7 +795,7 @@ def test_merge_equals_float64_reference_with_its_record_and_config(handmade, tmp
 def test_untouched_tensors_keep_their_nan_payloads_bit_for_bit(tmp_path):
     """A float tensor no vector touches is copied, not round-tripped through fp32 (which would
     rewrite NaN payloads: bf16 0x7F81 comes back as 0xFFFF)."""
-    from deltalab.deltas.merge import merge
+    from deltalab.merging.disk import merge
     from tests.deltas_fixtures import state_dict
 
     bf16 = torch.tensor([0x7F81, 0x3F80, -0x0080], dtype=torch.int16).view(torch.bfloat16)
@@ -810,7 +810,7 @@ def test_untouched_tensors_keep_their_nan_payloads_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
 def test_merge_of_no_vectors_copies_or_only_casts_the_base(handmade, tmp_path, dtype):
     """Tensors no vector touches, in several row chunks: copied bit for bit, or cast once."""
-    from deltalab.deltas.merge import merge
+    from deltalab.merging.disk import merge
     from tests.deltas_fixtures import state_dict
 
     _, paths, _ = handmade

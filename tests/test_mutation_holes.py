@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from deltalab.deltas.io import Checkpoint, matrix_shape, row_chunks
-from deltalab.deltas.topk import topk_count
-from deltalab.deltas.vectors import TaskVector, build_task_vectors
 from deltalab.evaluation.stats import paired_bootstrap_ci
+from deltalab.merging.vectors import TaskVector, build_task_vectors
+from deltalab.tensors.blocks import matrix_shape, row_chunks
+from deltalab.tensors.reader import Checkpoint
+from deltalab.tensors.topk import topk_count
 from tests.deltas_fixtures import build, finetune, save
 
 
@@ -129,8 +130,8 @@ def test_global_rescale_is_one_factor_for_the_whole_vector(vector, tmp_path):
 
 
 def test_merge_dtype_override_and_bad_scales(vector, tmp_path):
-    from deltalab.deltas.merge import merge
     from deltalab.errors import ConfigError
+    from deltalab.merging.disk import merge
 
     base, _, path = vector
     merge(Checkpoint(base), [(TaskVector(path), 1.0)], tmp_path / "bf16", dtype="bfloat16",

@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from deltalab.config import load_params
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.vectors import TaskVector, build_task_vectors
 from deltalab.errors import ConfigError, DataError
+from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.search.live_model import open_live_model
 from deltalab.search.objectives import SearchObjective, prompt_perplexity
 from deltalab.search.params import SearchParams
@@ -32,6 +31,7 @@ from deltalab.search.study import (
     study_inputs,
     trials_table,
 )
+from deltalab.tensors.reader import Checkpoint
 from tests.evaluation_fixtures import build_model, build_tokenizer, questions
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DATA = Path("data/prepared")
@@ -86,3 +87,11 @@ def dots_report(stage: str, cond: str, seed: int) -> Path:
 def masks(cond: str, seed: int) -> Path:
     """`masks/<cond>/seed<seed>/` holding `<method>.safetensors` (packed bits)."""
     return Path("masks") / cond / f"seed{seed}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a label."""
+    return _UNSAFE.sub("_", text).strip("_") or "x"

@@ -25,28 +25,27 @@ import numpy as np
 import torch
 
 from deltalab.deltas.classify import MODULES, classify, fused_parts
-from deltalab.deltas.io import (
+from deltalab.deltas.params import AnalyzeDeltasParams
+from deltalab.errors import CheckpointError, ConfigError
+from deltalab.tensors.blocks import (
+    BLOCK,
     BlockReader,
-    Buffer,
-    Checkpoint,
     delta_into,
     f32_into,
     matrix_shape,
-    pair_tensors,
     row_chunks,
+    sum_squares,
 )
-from deltalab.deltas.params import AnalyzeDeltasParams
-from deltalab.deltas.topk import (
-    BLOCK,
+from deltalab.tensors.pairing import pair_tensors
+from deltalab.tensors.reader import Buffer, Checkpoint
+from deltalab.tensors.topk import (
     NONFINITE_BIN,
     MaskBuilder,
     Threshold,
     bincount,
-    sum_squares,
     threshold_from_histogram,
     topk_count,
 )
-from deltalab.errors import CheckpointError, ConfigError
 
 BF16_REL = 2.0**-9  # |Δ| ≤ 2⁻⁹·|W|: at most half a bf16 ulp of W, so bf16 storage rounds it away
 

@@ -57,9 +57,9 @@ def _methods(specs: list[str] | None) -> dict[str, str]:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
     from deltalab.deltas.analysis import DeltaInput, analyze, check_device, compile_patterns
-    from deltalab.deltas.io import resolve_checkpoint
     from deltalab.deltas.params import DEFAULT_METHODS, AnalyzeDeltasParams
     from deltalab.deltas.report import CLAIMS, check_contrast, claims, write_report
+    from deltalab.tensors.hub import resolve_checkpoint
 
     check_device(args.device)  # before resolving (maybe downloading) any checkpoint
     compile_patterns(args.include, "--include")
@@ -118,8 +118,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_task_vector(args: argparse.Namespace) -> int:
-    from deltalab.deltas.io import resolve_checkpoint
-    from deltalab.deltas.vectors import build_task_vectors
+    from deltalab.merging.vectors import build_task_vectors
+    from deltalab.tensors.hub import resolve_checkpoint
 
     if len(args.finetuned) != len(args.out):
         raise ConfigError(f"{len(args.finetuned)} --finetuned but {len(args.out)} --out")
@@ -141,8 +141,8 @@ def _cmd_task_vector(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from deltalab.deltas.io import resolve_checkpoint
-    from deltalab.deltas.merge import load_vectors, merge, parse_size
+    from deltalab.merging.disk import load_vectors, merge, parse_size
+    from deltalab.tensors.hub import resolve_checkpoint
 
     vectors = load_vectors(args.vector)
     base = resolve_checkpoint(args.base)

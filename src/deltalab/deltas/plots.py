@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from deltalab.deltas.classify import MODULES
-from deltalab.deltas.topk import log2_histogram
+from deltalab.tensors.topk import log2_histogram
 
 _GROUPS = {
     "embedding / lm_head": ("embedding", "lm_head"),

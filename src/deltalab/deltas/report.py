@@ -11,8 +11,8 @@ from pathlib import Path
 from deltalab import __version__
 from deltalab.deltas.analysis import Analysis, DeltaSums, PairSums, module_order, pair_key
 from deltalab.deltas.classify import MODULES
-from deltalab.deltas.io import safe_name
 from deltalab.errors import ConfigError
+from deltalab.paths import safe_name
 
 DEFINITIONS = {
     "norm": "‖Δ‖ (Frobenius) of finetuned − base",

@@ -1,7 +1,7 @@
 """Binary masks of the most important parameters: magnitude, momentum, Fisher, random.
 
 A mask keeps the top `density` share of a score (|ΔW|, |Adam exp_avg|, the Fisher diagonal, or a
-seeded random number), exactly k entries with deterministic ties (`deltas.topk`), either per
+seeded random number), exactly k entries with deterministic ties (`tensors.topk`), either per
 tensor or over all eligible tensors at once (`selection: global`). Scores stream one tensor at a
 time, so memory is bounded by the largest tensor, not by the model.
 
@@ -26,9 +26,11 @@ import torch
 from deltalab import __version__
 from deltalab.atomic import atomic_file
 from deltalab.deltas.classify import classify
-from deltalab.deltas.io import Checkpoint, SafetensorsReader, SafetensorsWriter, read_header
-from deltalab.deltas.topk import MaskBuilder, find_threshold, topk_count, topk_mask
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.tensors.format import read_header
+from deltalab.tensors.reader import Checkpoint, SafetensorsReader
+from deltalab.tensors.topk import MaskBuilder, find_threshold, topk_count, topk_mask
+from deltalab.tensors.writer import SafetensorsWriter
 
 FORMAT = "deltalab.mask"
 FORMAT_VERSION = "1"

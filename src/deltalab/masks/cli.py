@@ -20,10 +20,10 @@ from deltalab.errors import ConfigError
 
 def _cmd_masks(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
-    from deltalab.deltas.io import resolve_checkpoint
     from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
     from deltalab.masks.compare import jaccard_table
     from deltalab.masks.report import summary
+    from deltalab.tensors.hub import resolve_checkpoint
 
     if not (args.base and args.finetuned and args.out):
         raise ConfigError("deltalab masks needs --base, --finetuned and --out")

@@ -27,7 +27,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from deltalab.config import load_params
-    from deltalab.deltas.vectors import TaskVector
+    from deltalab.merging.vectors import TaskVector
     from deltalab.models import configure_torch
     from deltalab.search.live_model import open_live_model
     from deltalab.search.objectives import SearchObjective

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deltalab.config import RuntimeParams
-from deltalab.deltas.io import Checkpoint
-from deltalab.deltas.live import LiveMerge
-from deltalab.deltas.vectors import TaskVector
 from deltalab.errors import CheckpointError
+from deltalab.merging.live import LiveMerge
+from deltalab.merging.vectors import TaskVector
+from deltalab.tensors.reader import Checkpoint
 
 
 @dataclass

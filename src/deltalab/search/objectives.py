@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from deltalab.deltas.live import LiveMerge
 from deltalab.errors import CheckpointError, DataError
 from deltalab.evaluation.generation import format_prompt
+from deltalab.merging.live import LiveMerge
 from deltalab.search.params import SearchParams
 from deltalab.search.queries import consistency, vote
 

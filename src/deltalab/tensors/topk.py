@@ -10,7 +10,7 @@ A threshold with `>=` would overshoot on bf16 deltas, where many entries share a
 most deltas are exactly zero the threshold is 0 and everything is kept); here the entries strictly
 above the threshold are kept and the remainder is filled from the entries equal to it in flat-index
 order. Everything works on a stream of chunks, so a tensor larger than memory can be processed in
-row chunks (see `deltalab.deltas.io.row_chunks`); chunk order defines the flat-index order.
+row chunks (see `deltalab.tensors.blocks.row_chunks`); chunk order defines the flat-index order.
 
 NaN counts as larger than any finite value (its bit pattern is); callers reject non-finite deltas.
 """
@@ -24,13 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BLOCK = 1 << 20  # elements per inner block: bincount's working set stays in cache
+from deltalab.tensors.blocks import BLOCK
+from deltalab.tensors.blocks import SMALL as _SMALL
+
 _HI_SHIFT = 15
 _HI_BINS = 1 << 16  # |x| bits are < 2**31: the top 16 bits of the 31
 _LO_BINS = 1 << 15
 NONFINITE_BIN = 0x7F800000 >> _HI_SHIFT  # first top-level bucket of inf/NaN
 MAX_CANDIDATES = 1 << 22  # above this, the second level counts instead of sorting
-_SMALL = 1 << 15  # below this many elements, numpy (no OpenMP start-up) is faster
 
 
 def topk_count(numel: int, ratio: float) -> int:
@@ -91,14 +92,6 @@ def bincount(x: torch.Tensor, bins: int) -> np.ndarray:
     if x.numel() < _SMALL:
         return np.bincount(x.numpy(), minlength=bins)
     return torch.bincount(x, minlength=bins).numpy()
-
-
-def sum_squares(x: torch.Tensor) -> float:
-    """Σ x² (float64 for small inputs, torch's cascade-summed fp32 norm for large ones)."""
-    if x.numel() < _SMALL:
-        a = x.reshape(-1).numpy().astype(np.float64)
-        return float(np.dot(a, a))
-    return float(torch.linalg.vector_norm(x)) ** 2
 
 
 def histogram_hi(chunks: Iterable[torch.Tensor], buffers: _Buffers | None = None) -> np.ndarray:

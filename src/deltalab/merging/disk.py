@@ -17,20 +17,14 @@ import torch
 
 from deltalab import __version__
 from deltalab.atomic import atomic_dir
-from deltalab.deltas.io import (
-    BLOCK,
-    DTYPE_NAMES,
-    DTYPES,
-    Buffer,
-    Checkpoint,
-    CheckpointWriter,
-    Sha256,
-    copy_aux_files,
-    matrix_shape,
-    row_chunks,
-)
-from deltalab.deltas.vectors import TaskVector
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.merging.step import add_scaled
+from deltalab.merging.vectors import TaskVector
+from deltalab.tensors.blocks import BLOCK, matrix_shape, row_chunks
+from deltalab.tensors.format import DTYPE_NAMES, DTYPES
+from deltalab.tensors.hashing import Sha256
+from deltalab.tensors.reader import Buffer, Checkpoint
+from deltalab.tensors.writer import CheckpointWriter, copy_aux_files
 
 OUT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
@@ -58,23 +52,6 @@ def parse_size(text: str) -> int:
         return int(t)
     except ValueError as exc:
         raise ConfigError(f"invalid size {text!r} (e.g. 5GB, 500MB)") from exc
-
-
-def add_scaled(
-    w: torch.Tensor, idx: torch.Tensor | None, values: torch.Tensor, scale: float
-) -> None:
-    """w += scale · τ on a flat fp32 piece of a tensor: the one merge step that the checkpoint
-    writer and the in-memory merge (`deltas.live`) share, so both give the same bits.
-
-    `idx` holds the flat indices of the kept entries of τ within the piece (None: `values` is
-    dense). Only kept entries change: w + s·0 would equal w anyway, and index_add_ is ~2x faster
-    than numpy's scatter. `values` is left as it is (`alpha` scales on the fly), so stored
-    vectors are used without a copy.
-    """
-    if idx is None:
-        w.add_(values, alpha=scale)
-    else:
-        w.index_add_(0, idx, values, alpha=scale)
 
 
 def merge(

@@ -29,30 +29,21 @@ import torch
 
 from deltalab import __version__
 from deltalab.atomic import atomic_file
-from deltalab.deltas.io import (
-    DTYPES,
-    BlockReader,
-    Buffer,
-    Checkpoint,
-    SafetensorsReader,
-    SafetensorsWriter,
-    Sha256,
-    delta_into,
-    matrix_shape,
-    pair_tensors,
-    read_header,
-    row_chunks,
-)
-from deltalab.deltas.topk import (
+from deltalab.errors import CheckpointError, ConfigError
+from deltalab.tensors.blocks import BlockReader, delta_into, matrix_shape, row_chunks, sum_squares
+from deltalab.tensors.format import DTYPES, read_header
+from deltalab.tensors.hashing import Sha256
+from deltalab.tensors.pairing import pair_tensors
+from deltalab.tensors.reader import Buffer, Checkpoint, SafetensorsReader
+from deltalab.tensors.topk import (
     NONFINITE_BIN,
     MaskBuilder,
     histogram_hi,
-    sum_squares,
     threshold_from_histogram,
     topk_count,
     topk_mask,
 )
-from deltalab.errors import CheckpointError, ConfigError
+from deltalab.tensors.writer import SafetensorsWriter
 
 FORMAT = "deltalab.task_vector"
 FORMAT_VERSION = "1"
@@ -456,8 +447,6 @@ def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -
     `norm_ratio`: ‖a‖/‖b‖ of the sparse vectors, and `dense_norm_ratio` of the dense deltas;
     `energy_kept_{a,b}`: ‖τ_k‖²/‖τ‖² before rescale.
     """
-    from deltalab.deltas.live import check_vector_pair
-
     check_vector_pair([a, b])
     both = common_kept = either = conflicts = total = 0
     norm2 = [0.0, 0.0]
@@ -504,3 +493,29 @@ def compare_vectors(a: TaskVector, b: TaskVector, chunk_elements: int = 2**25) -
         "top_ratio_a": a.top_ratio,
         "top_ratio_b": b.top_ratio,
     }
+
+
+def check_vector_pair(vectors: Sequence[TaskVector]) -> None:
+    """Vectors merged together must come from one base and have the same tensors and shapes."""
+    first = vectors[0]
+    for other in vectors[1:]:
+        if other.meta.get("base_sha256") != first.meta.get("base_sha256"):
+            # the digest covers each vector's own tensors: one base, different tensor sets
+            differ = sorted(set(first.entries) ^ set(other.entries))
+            if differ and other.meta.get("base") == first.meta.get("base"):
+                raise CheckpointError(
+                    f"{other.path}: covers other tensors of {first.meta.get('base')} than "
+                    f"{first.path} (in only one of them: {differ[:5]}); a finetune that stores "
+                    "a tensor as integers has no task vector for it"
+                )
+            raise CheckpointError(
+                f"{other.path}: made from a different base than {first.path} "
+                f"({other.meta.get('base')} vs {first.meta.get('base')})"
+            )
+        for name, e in other.entries.items():
+            mine = first.entries.get(name)
+            if mine is None or mine["shape"] != e["shape"]:
+                raise CheckpointError(
+                    f"{other.path}: tensor {name!r} {e['shape']} does not match {first.path} "
+                    f"({None if mine is None else mine['shape']}): different architectures"
+                )

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from deltalab.deltas.io import Checkpoint, Sha256
-from deltalab.deltas.merge import add_scaled
-from deltalab.deltas.vectors import TaskVector
 from deltalab.errors import CheckpointError
+from deltalab.merging.step import add_scaled
+from deltalab.merging.vectors import TaskVector, check_vector_pair
+from deltalab.tensors.hashing import Sha256
+from deltalab.tensors.reader import Checkpoint
 
 CPU_BLOCK = 1 << 18  # elements rebuilt at a time on CPU: fp32 block + values stay in L2
 
@@ -41,32 +42,6 @@ class _Slot:
     base: torch.Tensor  # flat master copy (dtype converts to fp32 exactly)
     blocks: list[tuple[int, int]]
     terms: list[_Term | None]  # one per vector (None: the vector leaves this tensor alone)
-
-
-def check_vector_pair(vectors: Sequence[TaskVector]) -> None:
-    """Vectors merged together must come from one base and have the same tensors and shapes."""
-    first = vectors[0]
-    for other in vectors[1:]:
-        if other.meta.get("base_sha256") != first.meta.get("base_sha256"):
-            # the digest covers each vector's own tensors: one base, different tensor sets
-            differ = sorted(set(first.entries) ^ set(other.entries))
-            if differ and other.meta.get("base") == first.meta.get("base"):
-                raise CheckpointError(
-                    f"{other.path}: covers other tensors of {first.meta.get('base')} than "
-                    f"{first.path} (in only one of them: {differ[:5]}); a finetune that stores "
-                    "a tensor as integers has no task vector for it"
-                )
-            raise CheckpointError(
-                f"{other.path}: made from a different base than {first.path} "
-                f"({other.meta.get('base')} vs {first.meta.get('base')})"
-            )
-        for name, e in other.entries.items():
-            mine = first.entries.get(name)
-            if mine is None or mine["shape"] != e["shape"]:
-                raise CheckpointError(
-                    f"{other.path}: tensor {name!r} {e['shape']} does not match {first.path} "
-                    f"({None if mine is None else mine['shape']}): different architectures"
-                )
 
 
 def _term(idx: np.ndarray | None, values: torch.Tensor, blocks, device) -> _Term:
