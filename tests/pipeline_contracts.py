@@ -1,11 +1,9 @@
 """Static checks of the contracts between dvc.yaml, the stage scripts, the library and params.
 
-DVC reruns a stage only when one of its declared deps or params changes, so two things must hold:
-
-* every source file a stage executes is covered by that stage's `deps` (else editing the file
-  leaves a stale result that `dvc status` calls up to date), and
-* every knob lives in params.yaml (a schema default that is absent from params.yaml is invisible to
-  DVC), and every section a stage reads is declared under its `params`.
+DVC reruns a stage only when one of its declared deps or params changes. The code deps are
+generated and checked by tools/dvc_deps.py; this module checks the params half: every knob lives
+in params.yaml (a schema default that is absent from params.yaml is invisible to DVC), and every
+section a stage reads is declared under its `params`.
 
 Everything here is static (`ast`, PyYAML); nothing is imported from the stage scripts or the
 library except the pydantic schema passed in by the caller.
@@ -15,91 +13,17 @@ Used by tests/test_pipeline_contracts.py.
 from __future__ import annotations
 
 import ast
-import re
-import shlex
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel
 
-PARAMS_FILE = "params.yaml"
-
-
-def is_templated(text: str) -> bool:
-    """`${item.cond}`, `${seeds[0]}`: resolved by DVC per matrix item, so a data/model path."""
-    return "${" in text
-
-
-# --------------------------------------------------------------------------------------------------
-# dvc.yaml
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    cmd: str
-    deps: tuple[str, ...]
-    params: tuple[object, ...]  # str entries (params.yaml keys) or {file: [keys]} mappings
-
-
-def load_stages(dvc: Mapping) -> list[Stage]:
-    """The stages of a parsed dvc.yaml (plain, `matrix` and `foreach`/`do` stages alike)."""
-    stages = []
-    for name, spec in (dvc.get("stages") or {}).items():
-        spec = spec if isinstance(spec, Mapping) else {}
-        body = spec.get("do", spec) if "foreach" in spec else spec
-        cmd = body.get("cmd", "")
-        if isinstance(cmd, list):
-            cmd = " && ".join(cmd)
-        deps = tuple(d for d in body.get("deps") or [] if isinstance(d, str))
-        stages.append(Stage(name, cmd, deps, tuple(body.get("params") or [])))
-    return stages
-
-
-def stage_script(cmd: str) -> str | None:
-    """`python stages/x.py --cond ${item.cond}` → `stages/x.py` (first `.py` after a python)."""
-    try:
-        tokens = shlex.split(cmd)
-    except ValueError:
-        tokens = cmd.split()
-    seen_python = False
-    for token in tokens:
-        if re.fullmatch(r"(.*/)?python(3(\.\d+)?)?", token):
-            seen_python = True
-        elif seen_python and token.endswith(".py"):
-            return normalize(token)
-    return None
-
-
-def normalize(path: str) -> str:
-    path = path.strip()
-    while path.startswith("./"):
-        path = path[2:]
-    return path.rstrip("/")
-
-
-def covered_by(rel_path: str, deps: Iterable[str]) -> bool:
-    """A dep equal to the file, or a folder dep that contains it."""
-    for dep in deps:
-        dep = normalize(dep)
-        if rel_path == dep or rel_path.startswith(dep + "/"):
-            return True
-    return False
-
-
-# --------------------------------------------------------------------------------------------------
-# What a script executes: static, transitive imports of one package
-# --------------------------------------------------------------------------------------------------
-
-
-@cache
-def _parse(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+from tools.dvc_deps import Stage, executed_files, load_stages, normalize, stage_script
+from tools.dvc_deps import parse as _parse
 
 
 @cache
@@ -108,174 +32,7 @@ def _parents(path: Path) -> dict[ast.AST, ast.AST]:
     return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
-    )
-
-
-def _walk_runtime(node: ast.AST) -> Iterator[ast.AST]:
-    """`ast.walk`, minus the bodies of `if TYPE_CHECKING:` (never executed at run time).
-
-    Function bodies are included: an import inside a function runs when the function is called.
-    """
-    yield node
-    if isinstance(node, ast.If) and _is_type_checking(node.test):
-        children: Iterable[ast.AST] = node.orelse
-    else:
-        children = ast.iter_child_nodes(node)
-    for child in children:
-        yield from _walk_runtime(child)
-
-
-def module_file(src_root: Path, module: str) -> Path | None:
-    """`deltalab.a.b` → src/deltalab/a/b.py or src/deltalab/a/b/__init__.py (None: not a module)."""
-    base = src_root.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _with_parents(module: str) -> list[str]:
-    """Importing `a.b.c` executes a/__init__.py, a/b/__init__.py and a/b/c.py, in that order."""
-    parts = module.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def imports_of(path: Path, module: str | None, src_root: Path, package: str) -> list[str]:
-    """Modules of `package` executed by running the file `path` (its own top-level imports and
-    those inside functions), each with its parent packages. `module` is the file's dotted name
-    (None for a script outside the package: relative imports are then ignored)."""
-    is_package = path.name == "__init__.py"
-    found: list[str] = []
-
-    def add(name: str) -> None:
-        if name == package or name.startswith(package + "."):
-            found.extend(_with_parents(name))
-
-    for node in _walk_runtime(_parse(path)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                add(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                if module is None:
-                    continue
-                anchor = module.split(".") if is_package else module.split(".")[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            if not (base == package or base.startswith(package + ".")):
-                continue
-            add(base)
-            for alias in node.names:  # `from pkg.a import b`: b may be a submodule
-                if alias.name != "*" and module_file(src_root, f"{base}.{alias.name}"):
-                    add(f"{base}.{alias.name}")
-        elif (  # importlib.import_module("pkg.x") with a literal name
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute | ast.Name)
-            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-            and not node.args[0].value.startswith(".")
-        ):
-            add(node.args[0].value)
-    return list(dict.fromkeys(found))
-
-
-@dataclass
-class Executed:
-    """Files of the package a script executes; `via[file]` is one import chain that reaches it."""
-
-    files: list[Path] = field(default_factory=list)
-    via: dict[Path, list[str]] = field(default_factory=dict)
-
-
-def executed_files(script: Path, src_root: Path, package: str) -> Executed:
-    """Breadth-first closure of `imports_of`, starting from a stage script."""
-    result = Executed()
-    queue: list[tuple[str, Path, list[str]]] = []
-    seen: set[str] = set()
-
-    def visit(module: str, chain: list[str]) -> None:
-        if module in seen:
-            return
-        seen.add(module)
-        path = module_file(src_root, module)
-        if path is None:  # `from pkg.a import name`: a name, not a module
-            return
-        result.files.append(path)
-        result.via[path] = [*chain, module]
-        queue.append((module, path, [*chain, module]))
-
-    for module in imports_of(script, None, src_root, package):
-        visit(module, [script.name])
-    while queue:
-        module, path, chain = queue.pop(0)
-        for imported in imports_of(path, module, src_root, package):
-            visit(imported, chain)
-    return result
-
-
-def is_version_only_init(path: Path) -> bool:
-    """A package `__init__.py` holding nothing but a docstring and `__version__ = "..."`."""
-    for node in _parse(path).body:
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            continue  # docstring
-        targets = (
-            node.targets
-            if isinstance(node, ast.Assign)
-            else [node.target]
-            if isinstance(node, ast.AnnAssign)
-            else []
-        )
-        if [getattr(t, "id", None) for t in targets] == ["__version__"] and isinstance(
-            node.value, ast.Constant
-        ):
-            continue
-        return False
-    return True
-
-
-def check_stage_deps(
-    dvc: Mapping, repo_root: Path, package: str = "deltalab", src: str = "src"
-) -> list[str]:
-    """Problems with the code deps of every stage: the stage script and every package file it
-    executes must be covered by the deps, and no literal code dep may point at a missing path.
-
-    Exception: a package `__init__.py` that holds only a docstring (and `__version__`): it runs no
-    code, so no edit of it changes a result, and requiring it in every stage would only add
-    noise. Any other executed file counts, package `__init__.py` files with code included.
-    """
-    src_root = repo_root / src
-    code_prefixes = (f"{src}/", "stages/")
-    problems = []
-    for stage in load_stages(dvc):
-        literal = [normalize(d) for d in stage.deps if not is_templated(d)]
-        for dep in literal:
-            if dep.startswith(code_prefixes) and not (repo_root / dep).exists():
-                problems.append(f"stage {stage.name!r}: stale dep {dep!r} does not exist")
-        script = stage_script(stage.cmd)
-        if script is None:
-            problems.append(f"stage {stage.name!r}: no `python <script>.py` in cmd {stage.cmd!r}")
-            continue
-        if not (repo_root / script).is_file():
-            problems.append(f"stage {stage.name!r}: stage script {script} does not exist")
-            continue
-        if not covered_by(script, literal):
-            problems.append(f"stage {stage.name!r}: add the stage script {script} to its deps")
-        executed = executed_files(repo_root / script, src_root, package)
-        for path in executed.files:
-            if path.name == "__init__.py" and is_version_only_init(path):
-                continue
-            rel = path.relative_to(repo_root).as_posix()
-            if not covered_by(rel, literal):
-                chain = " -> ".join(executed.via[path])
-                problems.append(f"stage {stage.name!r}: add to deps {rel}  (via {chain})")
-    return problems
+PARAMS_FILE = "params.yaml"
 
 
 # --------------------------------------------------------------------------------------------------
