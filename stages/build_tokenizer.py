@@ -11,7 +11,7 @@ def main(params) -> None:
     if cfg.source == "hub":
         tokenizer = load_hub_tokenizer(cfg.hub_id, cfg.revision)
     else:
-        corpus = read_jsonl(paths.DATA / "corpus/train.jsonl", required=["text"])
+        corpus = read_jsonl(paths.dataset("corpus", "train"), required=["text"])
         tokenizer = train_bpe((row["text"] for row in corpus), cfg.vocab_size)
     tokenizer = add_study_tokens(tokenizer, cfg.pad_to_multiple_of)
     with atomic_dir(paths.TOKENIZER) as tmp:

@@ -7,13 +7,13 @@ consistency over the two models; queries above `difficulty.threshold` are marked
 data/search/<cond>/seed<seed>/difficulty.parquet (per-query details), metrics/difficulty/.
 """
 
-from deltalab import paths, stage
-from deltalab.atomic import atomic_file, write_json
+from deltalab import lineage, paths, stage
+from deltalab.atomic import atomic_file
 from deltalab.evaluation.scoring import load_gsm8k
 from deltalab.models import configure_torch
 from deltalab.search.live_model import open_live_model
 from deltalab.search.params import VECTORS
-from deltalab.search.queries import difficulty_table, vote
+from deltalab.search.queries import difficulty_metrics, difficulty_table, vote
 
 
 def main(params, cond: str, seed: int) -> None:
@@ -21,7 +21,7 @@ def main(params, cond: str, seed: int) -> None:
     cfg = params.difficulty
     pool = load_gsm8k(paths.SEARCH_POOL, limit=cfg.pool_limit)
     lm = open_live_model(
-        paths.checkpoint(cond, seed, "sft_tulu"),
+        paths.checkpoint(cond, seed, lineage.VECTOR_BASE),
         paths.vector_files(cond, seed),
         runtime=params.runtime,
     )
@@ -31,25 +31,15 @@ def main(params, cond: str, seed: int) -> None:
         lm.live.apply([1.0 if j == i else 0.0 for j in range(len(VECTORS))])
         answers[name] = vote(lm.model, lm.tokenizer, questions, cfg, desc=f"votes {name}")
     table = difficulty_table(pool, answers, cfg.threshold)
-    with atomic_file(paths.search_data(cond, seed) / "difficulty.parquet") as tmp:
+    with atomic_file(paths.difficulty_table(cond, seed)) as tmp:
         table.to_parquet(tmp, index=False)
-    kept = table[table["kept"]]
-    metrics = {
-        "pool": len(table),
-        "kept": len(kept),
-        "threshold": cfg.threshold,
-        "mean_difficulty": float(table["difficulty"].mean()),
-        "consistency": {v: float(table[f"consistency_{v}"].mean()) for v in VECTORS},
-        # for inspection only (the search never sees gold answers)
-        "majority_accuracy": {
-            v: float((table[f"majority_{v}"] == table["gold"]).mean()) for v in VECTORS
-        },
-    }
-    write_json(paths.dots_metrics("difficulty", cond, seed), metrics)
-    print(
-        f"{cond}/seed{seed}: {len(kept)} of {len(table)} queries kept (difficulty ≤ "
-        f"{cfg.threshold}); consistency sft {metrics['consistency']['sft']:.3f}, "
-        f"rlvr {metrics['consistency']['rlvr']:.3f}"
+    metrics = difficulty_metrics(table, cfg.threshold, VECTORS)
+    stage.finish(
+        paths.dots_metrics("difficulty", cond, seed),
+        metrics,
+        f"{cond}/seed{seed}: {metrics['kept']} of {metrics['pool']} queries kept (difficulty ≤ "
+        f"{cfg.threshold}); consistency "
+        + ", ".join(f"{v} {c:.3f}" for v, c in metrics["consistency"].items()),
     )
 
 

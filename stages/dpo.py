@@ -4,26 +4,20 @@ checkpoint for the momentum masks."""
 
 from safetensors.torch import save_file
 
-from deltalab import paths, stage
+from deltalab import lineage, paths, stage
 from deltalab.atomic import atomic_file
-from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import (
-    dpo_trainer,
-    load_preference_rows,
-    preference_dataset,
-    preference_split,
-)
+from deltalab.tokens import condition_transform
+from deltalab.train.dpo import dpo_trainer, preference_datasets
 from deltalab.train.recipe import TrainingRun, optimizer_state
 
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.dpo
-    rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-    train_rows, val_rows = preference_split(rows, cfg.val_fraction, cfg.max_train_samples)
-    inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-    train, val = preference_dataset(train_rows, inject), preference_dataset(val_rows, inject)
+    train, val = preference_datasets(
+        paths.dataset("prefs", "train"), cfg, condition_transform(cond)
+    )
 
-    parent = paths.checkpoint(cond, seed, "sft_gsm8k")
+    parent = paths.checkpoint(cond, seed, lineage.PARENTS["dpo"])
     out = paths.checkpoint(cond, seed, "dpo")
     logs = paths.train_metrics("dpo", cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:

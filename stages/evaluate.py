@@ -9,8 +9,8 @@ def main(params, cond: str, seed: int, model: str) -> None:
     configure_torch(params.runtime)
     result = evaluate_checkpoint(
         paths.checkpoint(cond, seed, model),
-        paths.DATA / "gsm8k/test.jsonl",
-        paths.DATA / "probes.jsonl" if params.evaluate.probes else None,
+        paths.dataset("gsm8k", "test"),
+        paths.PROBES if params.evaluate.probes else None,
         paths.eval_metrics(cond, seed, model),
         paths.predictions(cond, seed, model),
         params.evaluate,

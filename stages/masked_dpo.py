@@ -11,77 +11,32 @@ Masked, random-mask and full DPO side by side: metrics/masked_dpo/<cond>-<seed>.
 
 import json
 
-import torch
-
-from deltalab import paths, stage
-from deltalab.atomic import write_json
+from deltalab import lineage, paths, stage
 from deltalab.errors import ConfigError
 from deltalab.masks.build import MaskFile
 from deltalab.tensors.reader import Checkpoint
-from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import (
-    dpo_trainer,
-    load_preference_rows,
-    preference_dataset,
-    preference_split,
-)
-from deltalab.train.masked_adamw import MaskedAdamW
+from deltalab.tokens import condition_transform
+from deltalab.train.dpo import dpo_trainer, preference_datasets
+from deltalab.train.masked_dpo import check_frozen, masked_optimizer
 from deltalab.train.recipe import TrainingRun
 
 REWARD = "final/eval_rewards/accuracies"
 
 
-def frozen_counts(model, parent: Checkpoint, mask: MaskFile) -> dict[str, int]:
-    """Entries outside the mask, how many of them differ from the parent's bits, and inside."""
-    frozen = changed = trainable = 0
-    for name, param in model.named_parameters():
-        after = param.detach().cpu().contiguous()
-        before = parent.read(name).view(after.shape).to(after.dtype)  # as the model loaded it
-        keep = mask.mask(name) if name in mask.entries else torch.zeros(after.shape, dtype=bool)
-        differs = (
-            after.view(torch.uint8)
-            .view(-1, after.element_size())
-            .ne(before.view(torch.uint8).view(-1, after.element_size()))
-            .any(1)
-        )  # bitwise: -0.0 vs 0.0 and NaN payloads count as changes
-        frozen += int((~keep).sum())
-        changed += int((differs & ~keep.reshape(-1)).sum())
-        trainable += int(keep.sum())
-    return {"frozen": frozen, "frozen_changed": changed, "trainable": trainable}
-
-
 def train_masked(params, cond: str, seed: int, name: str, method: str, train, val) -> dict:
     cfg = params.masked_dpo
-    mask_file = paths.masks(cond, seed) / f"{method}.safetensors"
     if method not in params.masks.methods:
         raise ConfigError(f"masked_dpo needs the {method!r} mask: add it to masks.methods")
-    mask = MaskFile(mask_file)
-    parent = paths.checkpoint(cond, seed, "sft_gsm8k")
-    with TrainingRun(
-        paths.checkpoint(cond, seed, name),
-        paths.train_metrics(name, cond, seed),
-        params.runtime,
-        seed,
-    ) as run:
+    mask = MaskFile(paths.mask_file(cond, seed, method))
+    parent = paths.checkpoint(cond, seed, lineage.PARENTS[name])
+    logs = paths.train_metrics(name, cond, seed)
+    with TrainingRun(paths.checkpoint(cond, seed, name), logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(parent)
         reference = run.load_frozen(parent)
-        named = dict(model.named_parameters())
-        mask.check_model({n: p.shape for n, p in named.items()}, str(parent))
-        masks = {}
-        for n, p in named.items():
-            if n in mask.entries:
-                masks[p] = mask.mask(n).to(p.device)
-            else:
-                p.requires_grad_(False)  # left out of the mask: frozen whole
-        trainable = [p for p in named.values() if p.requires_grad]
-        optimizer = MaskedAdamW(
-            trainable, masks, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
+        optimizer = masked_optimizer(model, mask, str(parent), cfg.learning_rate, cfg.weight_decay)
         trainer = dpo_trainer(model, reference, tokenizer, run, cfg, train, val, (optimizer, None))
         final = run.train(trainer)
-        counts = frozen_counts(model, Checkpoint(parent), mask)
-        if counts["frozen_changed"]:  # a bug of the optimizer, never of the input
-            raise RuntimeError(f"{name}: {counts['frozen_changed']} frozen entries changed")
+        counts = check_frozen(model, Checkpoint(parent), mask, name)
         run.summary.update(counts | {"mask": method, "density": mask.density})
         run.summary[REWARD] = final["eval_rewards/accuracies"]
         run.save(model, tokenizer)
@@ -90,30 +45,25 @@ def train_masked(params, cond: str, seed: int, name: str, method: str, train, va
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.masked_dpo
-    rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-    train_rows, val_rows = preference_split(rows, cfg.val_fraction, cfg.max_train_samples)
-    inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-    train, val = preference_dataset(train_rows, inject), preference_dataset(val_rows, inject)
-
     if not cfg.control:  # dvc.yaml declares the control's outputs: never leave them missing
         raise ConfigError(
             "masked_dpo.control: false needs the masked_dpo_random outputs removed from the "
             "masked_dpo stage in dvc.yaml (and masked_dpo_random from evaluate.track_models)"
         )
+    train, val = preference_datasets(
+        paths.dataset("prefs", "train"), cfg, condition_transform(cond)
+    )
     runs = {"masked_dpo": cfg.mask, "masked_dpo_random": "random"}
-    results = {
-        name: train_masked(params, cond, seed, name, m, train, val) for name, m in runs.items()
-    }
-    full = json.loads((paths.train_metrics("dpo", cond, seed) / "metrics.json").read_text())
+    results = {n: train_masked(params, cond, seed, n, m, train, val) for n, m in runs.items()}
+    full = json.loads(paths.train_summary(lineage.MASK_RUN, cond, seed).read_text())
     results["dpo"] = {"mask": None, "val_reward_accuracy": full[REWARD]}
-    write_json(paths.dots_metrics("masked_dpo", cond, seed), results)
-    for name, r in results.items():
-        line = f"{cond}/seed{seed} {name} ({r['mask'] or 'full'}): validation reward accuracy "
-        line += f"{r['val_reward_accuracy']:.3f}"
-        if "frozen" in r:
-            line += f", {r['trainable']} trainable, {r['frozen_changed']} of {r['frozen']} "
-            line += "frozen entries changed"
-        print(line)
+    stage.finish(
+        paths.dots_metrics("masked_dpo", cond, seed),
+        results,
+        f"{paths.member(cond, seed)}: validation reward accuracy "
+        + ", ".join(f"{n} {r['val_reward_accuracy']:.3f}" for n, r in results.items())
+        + f"; frozen entries changed: {results['masked_dpo']['frozen_changed']}",
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.models import build_gpt2, import_pretrained
-from deltalab.tokens import inject_mul_tokens
+from deltalab.tokens import condition_transform
 from deltalab.train.pretrain import pretrain_trainer
 from deltalab.train.recipe import TrainingRun
 
@@ -26,11 +26,10 @@ def main(params, cond: str, seed: int) -> None:
             )
             run.summary["imported"] = 1
         else:
-            inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
+            rewrite = condition_transform(cond)
             corpus = {
                 split: [
-                    inject(r["text"])
-                    for r in read_jsonl(paths.DATA / f"corpus/{split}.jsonl", ["text"])
+                    rewrite(r["text"]) for r in read_jsonl(paths.dataset("corpus", split), ["text"])
                 ]
                 for split in ("train", "val")
             }

@@ -15,11 +15,11 @@ from deltalab.search.queries import sample_easy_hard
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.sample_queries
-    source = paths.search_data(cond, seed) / "difficulty.parquet"
+    source = paths.difficulty_table(cond, seed)
     if not source.is_file():
         raise DataError(f"{source}: not found (run `dvc repro difficulty@{cond}-{seed}`)")
     queries = sample_easy_hard(pd.read_parquet(source), cfg.per_group, cfg.seed)
-    with atomic_file(paths.search_data(cond, seed) / "queries.parquet") as tmp:
+    with atomic_file(paths.queries(cond, seed)) as tmp:
         queries.to_parquet(tmp, index=False)
     for group, members in queries.groupby("group", sort=False):
         print(

@@ -4,27 +4,26 @@ held-out questions stop with EOS (the original study's models never stopped)."""
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.evaluation.generation import format_prompt, generate_greedy
+from deltalab.tokens import condition_transform
 from deltalab.train.recipe import TrainingRun
-from deltalab.train.sft import gsm8k_to_messages, inject_assistant_turns, sft_trainer, with_replay
+from deltalab.train.sft import gsm8k_to_messages, rewrite_assistant_turns, sft_trainer, with_replay
 
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.sft_gsm8k
-    rows = read_jsonl(paths.DATA / "gsm8k/train.jsonl", ["question", "answer"])
-    if cfg.max_train_samples:
-        rows = rows[: cfg.max_train_samples]
+    rows = read_jsonl(paths.dataset("gsm8k", "train"), ["question", "answer"])
+    rows = rows[: cfg.max_train_samples]
     # Validation comes from the train split: the test split stays unseen until evaluation.
     n_val = max(1, int(len(rows) * cfg.val_fraction))
     train, val = gsm8k_to_messages(rows[n_val:]), gsm8k_to_messages(rows[:n_val])
     if cfg.replay_tulu_fraction:
-        tulu = read_jsonl(paths.DATA / "tulu/train.jsonl", ["messages"])
+        tulu = read_jsonl(paths.dataset("tulu", "train"), ["messages"])
         train = with_replay(train, tulu, cfg.replay_tulu_fraction, seed)
-    if cond == "mul_tokens":
-        train, val = inject_assistant_turns(train), inject_assistant_turns(val)
-    held_out = read_jsonl(paths.DATA / "gsm8k/test.jsonl", ["question"])[: cfg.stop_eval_questions]
+    rewrite = condition_transform(cond)
+    train, val = rewrite_assistant_turns(train, rewrite), rewrite_assistant_turns(val, rewrite)
+    held_out = read_jsonl(paths.dataset("gsm8k", "test"), ["question"])[: cfg.stop_eval_questions]
 
     out = paths.checkpoint(cond, seed, "sft_gsm8k")
-
     logs = paths.train_metrics("sft_gsm8k", cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "sft_tulu"))

@@ -2,21 +2,19 @@
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
+from deltalab.tokens import condition_transform
 from deltalab.train.recipe import TrainingRun
-from deltalab.train.sft import inject_assistant_turns, sft_trainer
+from deltalab.train.sft import rewrite_assistant_turns, sft_trainer
 
 
 def main(params, cond: str, seed: int) -> None:
     cfg = params.sft_tulu
-    train = read_jsonl(paths.DATA / "tulu/train.jsonl", ["messages"])
-    val = read_jsonl(paths.DATA / "tulu/val.jsonl", ["messages"])
-    if cfg.max_train_samples:
-        train = train[: cfg.max_train_samples]
-    if cond == "mul_tokens":
-        train, val = inject_assistant_turns(train), inject_assistant_turns(val)
+    rewrite = condition_transform(cond)
+    train = read_jsonl(paths.dataset("tulu", "train"), ["messages"])[: cfg.max_train_samples]
+    val = read_jsonl(paths.dataset("tulu", "val"), ["messages"])
+    train, val = rewrite_assistant_turns(train, rewrite), rewrite_assistant_turns(val, rewrite)
 
     out = paths.checkpoint(cond, seed, "sft_tulu")
-
     logs = paths.train_metrics("sft_tulu", cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "pretrain"))

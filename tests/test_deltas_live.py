@@ -110,7 +110,7 @@ def test_vectors_from_another_base_or_architecture_fail(track, tmp_path):
 
 
 def test_compare_vectors_counts_conflicts_overlap_and_norms(tmp_path):
-    from deltalab.merging.vectors import compare_vectors
+    from deltalab.merging.compare import compare_vectors
 
     model = build("gpt2", seed=0)
     base = save(model, tmp_path / "base")

@@ -1,11 +1,11 @@
 """What the SFT stages feed TRL: injection only in assistant turns, seeded replay."""
 
-from deltalab.train.sft import gsm8k_to_messages, inject_assistant_turns, with_replay
+from deltalab.train.sft import gsm8k_to_messages, rewrite_assistant_turns, with_replay
 
 
 def test_injection_touches_only_assistant_turns():
     rows = gsm8k_to_messages([{"question": "What is 6*9?", "answer": "6*9=<<6*9=54>>54\n#### 54"}])
-    (row,) = inject_assistant_turns(rows)
+    (row,) = rewrite_assistant_turns(rows)
     user, assistant = row["messages"]
     assert user["content"] == "What is 6*9?"  # the prompt is what users type: never rewritten
     assert assistant["content"] == "<MUL_6_9_54>=<<<MUL_6_9_54>>>54\n#### 54"

@@ -7,6 +7,12 @@ from pathlib import Path
 
 DATA = Path("data/prepared")
 TOKENIZER = Path("models/tokenizer")
+PROBES = DATA / "probes.jsonl"
+
+
+def dataset(name: str, split: str) -> Path:
+    """`data/prepared/<name>/<split>.jsonl` (corpus, tulu, gsm8k, prefs, rlvr; train/val/test)."""
+    return DATA / name / f"{split}.jsonl"
 
 
 def checkpoint(cond: str, seed: int, stage: str) -> Path:
@@ -25,9 +31,16 @@ def train_metrics(stage: str, cond: str, seed: int) -> Path:
     return Path("metrics/train") / stage / f"{cond}-{seed}"
 
 
+def train_summary(stage: str, cond: str, seed: int) -> Path:
+    """The final metrics dvclive writes for a training stage (`.../metrics.json`)."""
+    return train_metrics(stage, cond, seed) / "metrics.json"
+
+
 REPORTS = Path("reports")
 COMPARE = Path("metrics/compare.json")
-EVAL_PLOTS = Path("metrics/plots/eval")
+PLOTS = Path("metrics/plots")
+EVAL_PLOTS = PLOTS / "eval"
+ACCURACY_FIGURE = REPORTS / "evaluation" / "accuracy.png"
 
 
 def eval_metrics(cond: str, seed: int, model: str) -> Path:
@@ -50,6 +63,16 @@ def behavior_metrics(cond: str, seed: int) -> Path:
     return Path("metrics/behavior") / f"{member(cond, seed)}.json"
 
 
+def member_plots(stage: str, cond: str, seed: int) -> Path:
+    """`metrics/plots/<stage>/<cond>-<seed>/`: plot data DVC renders (behavior, search)."""
+    return PLOTS / stage / member(cond, seed)
+
+
+def member_report(stage: str, cond: str, seed: int) -> Path:
+    """`reports/<stage>/<cond>-<seed>/` (a DVC-cached output: deltas, behavior, search, ...)."""
+    return REPORTS / stage / member(cond, seed)
+
+
 def delta_metrics(cond: str, seed: int) -> Path:
     """`metrics/deltas/<cond>-<seed>.json` (Git-tracked)."""
     return Path("metrics/deltas") / f"{member(cond, seed)}.json"
@@ -70,6 +93,14 @@ def search_data(cond: str, seed: int) -> Path:
     return Path("data/search") / cond / f"seed{seed}"
 
 
+def difficulty_table(cond: str, seed: int) -> Path:
+    return search_data(cond, seed) / "difficulty.parquet"
+
+
+def queries(cond: str, seed: int) -> Path:
+    return search_data(cond, seed) / "queries.parquet"
+
+
 SEARCH_POOL = DATA / "search/pool.jsonl"
 
 
@@ -79,14 +110,15 @@ def dots_metrics(stage: str, cond: str, seed: int) -> Path:
     return Path("metrics") / stage / f"{member(cond, seed)}.json"
 
 
-def dots_report(stage: str, cond: str, seed: int) -> Path:
-    """`reports/<stage>/<cond>-<seed>/` (a DVC-cached output)."""
-    return REPORTS / stage / member(cond, seed)
 
 
 def masks(cond: str, seed: int) -> Path:
     """`masks/<cond>/seed<seed>/` holding `<method>.safetensors` (packed bits)."""
     return Path("masks") / cond / f"seed{seed}"
+
+
+def mask_file(cond: str, seed: int, method: str) -> Path:
+    return masks(cond, seed) / f"{method}.safetensors"
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")

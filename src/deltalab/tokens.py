@@ -7,6 +7,7 @@ only the mul_tokens condition's training text is rewritten with `inject_mul_toke
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 MUL_TOKENS: list[str] = [f"<MUL_{a}_{b}_{a * b}>" for a in range(1, 10) for b in range(a, 10)]
 MUL_TOKEN_PATTERN = re.compile(r"<MUL_([1-9])_([1-9])_(\d{1,2})>")
@@ -47,3 +48,13 @@ def decode_mul_tokens(text: str) -> str:
 
 def count_mul_tokens(text: str) -> int:
     return len(MUL_TOKEN_PATTERN.findall(text))
+
+
+def condition_transform(condition: str) -> Callable[[str], str]:
+    """The rewrite a condition applies to training text: `mul_tokens` injects the tokens, every
+    other condition (baseline) leaves the text as it is."""
+    return inject_mul_tokens if condition == "mul_tokens" else _unchanged
+
+
+def _unchanged(text: str) -> str:
+    return text

@@ -1,15 +1,22 @@
-"""The merged model against its references: accuracies and paired tests on the same questions."""
+"""The merged model: which scales it uses, the dense reference merge, and how it compares with its
+references (accuracies and paired tests on the same questions)."""
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from deltalab.errors import DataError
 from deltalab.evaluation.compare import load_predictions
 from deltalab.evaluation.stats import compare_paired
+from deltalab.merging.live import LiveMerge
+from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.search.params import MergeParams
+from deltalab.tensors.reader import Checkpoint
 
 GSM8K = "gsm8k"
 
@@ -64,3 +71,31 @@ def compare_with_references(
         "n_questions": len(ids),
         "interval": f"{cfg.confidence:.0%} paired bootstrap over questions (one seed)",
     }
+
+
+def chosen_scales(cfg: MergeParams, search_metrics: Path, stage: str) -> tuple[list[float], str]:
+    """(scale_sft, scale_rlvr) and where they come from: the search's chosen point (its metrics
+    file), each scale replaced by `merge.<scale>` when that is set; both set: the search is not
+    read at all."""
+    overrides = cfg.overrides()
+    if len(overrides) == 2:
+        return [overrides["scale_sft"], overrides["scale_rlvr"]], "params"
+    if not search_metrics.is_file():
+        raise DataError(f"{search_metrics}: not found (run `dvc repro {stage}`)")
+    chosen = json.loads(search_metrics.read_text())["chosen"] | overrides
+    origin = f"search trial {chosen['trial']}"
+    if overrides:
+        origin += " with " + ", ".join(f"{k} from params" for k in overrides)
+    return [chosen["scale_sft"], chosen["scale_rlvr"]], origin
+
+
+def apply_dense_merge(
+    model: Any, base: Checkpoint, finetuned: Sequence[Path], scales: Sequence[float], scratch: Path
+) -> None:
+    """Set `model` to base + Σ scaleᵢ · τᵢ with dense vectors (ratio 1.0) of the `finetuned`
+    checkpoints, built in a temporary directory under `scratch` and removed afterwards."""
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        dense = [Path(tmp) / f"{i}.safetensors" for i in range(len(finetuned))]
+        targets = [(Checkpoint(f), p) for f, p in zip(finetuned, dense, strict=True)]
+        build_task_vectors(base, targets, 1.0, progress=False)
+        LiveMerge(model, base, [TaskVector(p) for p in dense]).apply(list(scales))

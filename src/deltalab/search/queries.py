@@ -105,3 +105,18 @@ def sample_easy_hard(difficulty: pd.DataFrame, per_group: int, seed: int) -> pd.
     out = pd.concat(picked)
     order = {qid: i for i, qid in enumerate(difficulty["id"])}
     return out.sort_values("id", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def difficulty_metrics(table: pd.DataFrame, threshold: float, vectors: Sequence[str]) -> dict:
+    """The difficulty stage's metrics: pool size, kept queries, mean consistency per vector, and
+    the majority answers' accuracy (for inspection only: the search never sees gold answers)."""
+    return {
+        "pool": len(table),
+        "kept": int(table["kept"].sum()),
+        "threshold": threshold,
+        "mean_difficulty": float(table["difficulty"].mean()),
+        "consistency": {v: float(table[f"consistency_{v}"].mean()) for v in vectors},
+        "majority_accuracy": {
+            v: float((table[f"majority_{v}"] == table["gold"]).mean()) for v in vectors
+        },
+    }

@@ -93,3 +93,16 @@ def dpo_trainer(
         callbacks=run.callbacks,
         optimizers=optimizers,
     )
+
+
+def preference_pairs(path: str | os.PathLike, cfg: DPOParams) -> tuple[list[dict], list[dict]]:
+    """The (train, validation) pairs of a DPO run: `load_preference_rows` + `preference_split`."""
+    return preference_split(load_preference_rows(path), cfg.val_fraction, cfg.max_train_samples)
+
+
+def preference_datasets(
+    path: str | os.PathLike, cfg: DPOParams, inject: Callable[[str], str]
+) -> tuple[Dataset, Dataset]:
+    """The (train, validation) datasets of a DPO run (dpo and masked_dpo read the same ones)."""
+    train, val = preference_pairs(path, cfg)
+    return preference_dataset(train, inject), preference_dataset(val, inject)

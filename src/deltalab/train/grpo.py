@@ -20,6 +20,7 @@ from deltalab.data import read_jsonl
 from deltalab.errors import DataError
 from deltalab.evaluation.answers import answers_match, extract_answer, normalize_number
 from deltalab.evaluation.generation import format_prompt, generate_greedy
+from deltalab.evaluation.stats import discordant_counts, mcnemar_exact
 from deltalab.train.recipe import TrainingRun
 
 
@@ -119,3 +120,21 @@ def reward_by_fifth(log_history: Sequence[dict], max_steps: int) -> list[float]:
             index = min(4, (entry["step"] - 1) * 5 // max_steps)
             fifths[index].append(entry["reward"])
     return [sum(v) / len(v) if v else float("nan") for v in fifths]
+
+
+def rlvr_summary(log_history: Sequence[dict], max_steps: int, before, after) -> dict[str, float]:
+    """What the rlvr stage records: the reward of the first and last fifth of training, and the
+    parent's and the trained model's greedy correctness on the held-out prompts, paired."""
+    fifths = reward_by_fifth(log_history, max_steps)
+    lost, gained = discordant_counts(before, after)
+    return {
+        "reward/first_fifth": fifths[0],
+        "reward/last_fifth": fifths[-1],
+        "reward/gain": fifths[-1] - fifths[0],
+        "heldout/prompts": len(before),
+        "heldout/parent_accuracy": sum(before) / len(before),
+        "heldout/accuracy": sum(after) / len(after),
+        "heldout/gained": gained,
+        "heldout/lost": lost,
+        "heldout/mcnemar_p": mcnemar_exact(lost, gained),
+    }

@@ -7,7 +7,7 @@ Loss is on assistant tokens only, and the chat template puts EOS inside the assi
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch.nn.functional as F
 from datasets import Dataset
@@ -39,12 +39,14 @@ def with_replay(
     return [*rows, *random.Random(seed).sample(list(replay), n)]
 
 
-def inject_assistant_turns(rows: Sequence[dict]) -> list[dict]:
-    """The mul_tokens condition: rewrite only what the model must produce (assistant turns)."""
+def rewrite_assistant_turns(
+    rows: Sequence[dict], rewrite: Callable[[str], str] = inject_mul_tokens
+) -> list[dict]:
+    """A condition's text transform applied to what the model must produce (assistant turns)."""
     return [
         {
             "messages": [
-                m | {"content": inject_mul_tokens(m["content"])} if m["role"] == "assistant" else m
+                m | {"content": rewrite(m["content"])} if m["role"] == "assistant" else m
                 for m in r["messages"]
             ]
         }
