@@ -54,7 +54,7 @@ def main(params, cond: str, seed: int) -> None:
         opened = {method: MaskFile(path) for method, path in files.items()}
         reference_method = "magnitude" if "magnitude" in opened else next(iter(opened))
         table = jaccard_table(opened, reference_method)
-        with atomic_dir(paths.dots_report("masks", cond, seed)) as report:
+        with atomic_dir(paths.member_report("masks", cond, seed)) as report:
             plot_layers(table, reference_method, report / "jaccard_layers.png", member)
         kept = {method: f.density for method, f in opened.items()}
     write_json(

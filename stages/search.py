@@ -70,7 +70,7 @@ def main(params, cond: str, seed: int) -> None:
     unit = objective([1.0, 1.0])  # the sparse (1, 1) merge, for reference
     references = {"sparse (1, 1)": {"consistency": unit.consistency, "perplexity": unit.perplexity}}
     front = [r for r in rows if r["pareto"]]
-    with atomic_dir(paths.dots_report("search", cond, seed)) as tmp:
+    with atomic_dir(paths.member_report("search", cond, seed)) as tmp:
         pd.DataFrame(rows).to_csv(tmp / "trials.csv", index=False)
         pd.DataFrame(front).to_csv(tmp / "pareto.csv", index=False)
         plot_search(rows, chosen, references, tmp / "search.png", f"merge search: {member}")

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from deltalab.errors import CheckpointError
-from deltalab.merging.step import add_scaled
 from deltalab.merging.compare import check_vector_pair
+from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.hashing import Sha256
 from deltalab.tensors.reader import Checkpoint
