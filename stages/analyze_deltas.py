@@ -32,7 +32,7 @@ def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     deltas = [DeltaInput(label, opened[base], opened[ft]) for label, base, ft in members]
     result = analyze(deltas, cfg)
-    with atomic_dir(paths.REPORTS / "deltas" / paths.member(cond, seed)) as tmp:
+    with atomic_dir(paths.member_report("deltas", cond, seed)) as tmp:
         write_report(result, tmp, title=f"Weight deltas: {cond}, seed {seed}")
     write_json(paths.delta_metrics(cond, seed), metrics(result))
 

@@ -1,8 +1,6 @@
 """behavior@<cond>-<seed>: greedy accuracy, pass@k, diversity, confidence and length of the
 post-trained checkpoints on the same GSM8K test questions, with paired comparisons."""
 
-from pathlib import Path
-
 from deltalab import paths, stage
 from deltalab.errors import CheckpointError
 from deltalab.evaluation.behavior import run_behavior
@@ -22,7 +20,7 @@ def main(params, cond: str, seed: int) -> None:
                 f"{path}: {what} (behavior reads {', '.join(p.models)}; "
                 f"run `dvc repro {model}@{cond}-{seed}`?)"
             )
-    rows = load_gsm8k(paths.DATA / "gsm8k/test.jsonl", limit=p.questions)
+    rows = load_gsm8k(paths.dataset("gsm8k", "test"), limit=p.questions)
     result = run_behavior(
         checkpoints,
         rows,
@@ -37,8 +35,8 @@ def main(params, cond: str, seed: int) -> None:
         result.records,
         p.models,
         metrics_path=paths.behavior_metrics(cond, seed),
-        plot_csv=Path("metrics/plots/behavior") / name / "passk.csv",
-        report_dir=paths.REPORTS / "behavior" / name,
+        plot_csv=paths.member_plots("behavior", cond, seed) / "passk.csv",
+        report_dir=paths.member_report("behavior", cond, seed),
         title=f"{cond}, seed {seed} (temperature {p.temperature}, top-p {p.top_p})",
     )
     n = p.samples

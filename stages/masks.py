@@ -7,40 +7,36 @@ masks/<cond>/seed<seed>/<method>.safetensors (packed bits); Jaccard of every pai
 tensor, beside the random expectation → metrics/masks/<cond>-<seed>.json, reports/masks/<member>/.
 """
 
-from deltalab import paths, stage
-from deltalab.atomic import atomic_dir, write_json
+from deltalab import lineage, paths, stage
+from deltalab.atomic import atomic_dir
+from deltalab.data.preferences import preference_pairs
 from deltalab.errors import CheckpointError
 from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
 from deltalab.masks.compare import jaccard_table
-from deltalab.masks.fisher import dpo_fisher
+from deltalab.masks.fisher import checkpoint_fisher
 from deltalab.masks.report import plot_layers, summary
-from deltalab.models import configure_torch, load_causal_lm
+from deltalab.models import configure_torch
 from deltalab.tensors.reader import Checkpoint
-from deltalab.tokens import inject_mul_tokens
-from deltalab.train.dpo import load_preference_rows, preference_split
+from deltalab.tokens import condition_transform
 
 
 def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     cfg = params.masks
-    base = Checkpoint(paths.checkpoint(cond, seed, "sft_gsm8k"))
-    tuned = Checkpoint(paths.checkpoint(cond, seed, "dpo"))
+    base = Checkpoint(paths.checkpoint(cond, seed, lineage.PARENTS[lineage.MASK_RUN]))
+    tuned = Checkpoint(paths.checkpoint(cond, seed, lineage.MASK_RUN))
     names = eligible([n for n in base.tensors if base.info(n).is_float], cfg.exclude)
     if not names:
         raise CheckpointError(f"{base.path}: no tensor left after masks.exclude={cfg.exclude}")
     fisher = None
-    if "fisher" in cfg.methods:  # at the DPO weights, against the DPO reference (sft_gsm8k)
-        model, tokenizer = load_causal_lm(tuned.path, device=params.runtime.device)
-        reference, _ = load_causal_lm(base.path, device=params.runtime.device)
-        rows = load_preference_rows(paths.DATA / "prefs/train.jsonl")
-        train_rows, _ = preference_split(
-            rows, params.dpo.val_fraction, params.dpo.max_train_samples
-        )
-        pairs = train_rows[: cfg.fisher_samples]  # the dpo stage's training pairs
-        inject = inject_mul_tokens if cond == "mul_tokens" else (lambda text: text)
-        fisher = dpo_fisher(
-            model, reference, tokenizer, pairs, params.dpo.beta, names, inject,
-            max_length=params.dpo.max_length,
+    if "fisher" in cfg.methods:  # at the DPO weights, against the DPO reference (its parent)
+        dpo = params.dpo
+        pairs, _ = preference_pairs(
+            paths.dataset("prefs", "train"), dpo.val_fraction, dpo.max_train_samples
+        )  # the dpo stage's training pairs
+        fisher = checkpoint_fisher(
+            tuned.path, base.path, params.runtime.device, pairs[: cfg.fisher_samples], dpo.beta,
+            names, condition_transform(cond), max_length=dpo.max_length,
         )  # fmt: skip
     sources = score_sources(
         base, tuned, names, cfg.methods,
@@ -57,14 +53,15 @@ def main(params, cond: str, seed: int) -> None:
         with atomic_dir(paths.member_report("masks", cond, seed)) as report:
             plot_layers(table, reference_method, report / "jaccard_layers.png", member)
         kept = {method: f.density for method, f in opened.items()}
-    write_json(
-        paths.dots_metrics("masks", cond, seed), summary(table, cfg.density, cfg.selection, kept)
+    stage.finish(
+        paths.dots_metrics("masks", cond, seed),
+        summary(table, cfg.density, cfg.selection, kept),
+        f"{member}: Jaccard "
+        + ", ".join(
+            f"{pair} {row['jaccard']:.4f} (random {row['random']:.4f})"
+            for pair, row in table.items()
+        ),
     )
-    for pair, row in table.items():
-        print(
-            f"{member} {pair}: Jaccard {row['jaccard']:.4f} (per tensor mean "
-            f"{row['per_tensor_mean']:.4f}), random expectation {row['random']:.4f}"
-        )
 
 
 if __name__ == "__main__":

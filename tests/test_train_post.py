@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from deltalab import paths
 from deltalab.config import parse_params
 from deltalab.data.jsonl import write_jsonl
+from deltalab.data.preferences import load_preference_rows
 from deltalab.data.synthetic import generate_problems, preference_rows, rlvr_rows
 from deltalab.errors import ConfigError, DataError
 from deltalab.models import build_gpt2, load_model, save_checkpoint
-from deltalab.train.dpo import load_preference_rows
 from deltalab.train.grpo import RewardGuard, load_rlvr_rows, reward_by_fifth, verifiable_reward
 from deltalab.train.recipe import TrainingRun
 from tests.helpers import tiny_tokenizer

@@ -261,3 +261,30 @@ def compare_stage_files(
 def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:
     """Atomically write compare.json."""
     write_json(path, result)
+
+
+def compare_summary(result: Mapping[str, Any], models: Sequence[str]) -> str:
+    """One line per compared model (both intervals) and per post-training comparison."""
+    lines = []
+    for model in models:
+        g, n_seeds = result[model]["gsm8k"], result[model]["n_seeds"]
+        seeds = (
+            f"seeds [{g['seeds_ci_low']:+.3f}, {g['seeds_ci_high']:+.3f}] (sd {g['seeds_sd']:.3f})"
+            if n_seeds > 1
+            else "one seed: training-run variance unmeasured"
+        )
+        lines.append(
+            f"{model} ({n_seeds} seeds): baseline {g['baseline_accuracy']:.3f} vs mul_tokens "
+            f"{g['mul_tokens_accuracy']:.3f}, diff {g['difference']:+.3f}, questions "
+            f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], {seeds}, "
+            f"McNemar p={g['mcnemar_p']:.3g}"
+        )
+    for cond, comparisons in result.get("post_training", {}).items():
+        for name, entry in comparisons.items():
+            g = entry["gsm8k"]
+            lines.append(
+                f"{cond} {name}: GSM8K diff {g['difference']:+.3f}, questions "
+                f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], "
+                f"McNemar p={g['mcnemar_p']:.3g}"
+            )
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ rendered as the dpo stage renders them (prompt, one space, response, EOS).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -81,3 +82,22 @@ def dpo_fisher(
     if not used:
         raise DataError(f"every calibration pair's prompt is longer than {limit} tokens")
     return fisher
+
+
+def checkpoint_fisher(
+    tuned: str | os.PathLike,
+    reference: str | os.PathLike,
+    device: str,
+    pairs: Sequence[dict],
+    beta: float,
+    names: Sequence[str],
+    inject: Callable[[str], str],
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """`dpo_fisher` at the weights of the checkpoint `tuned`, against the frozen `reference`
+    checkpoint (a DPO run's parent), both loaded here."""
+    from deltalab.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(tuned, device=device)
+    frozen, _ = load_causal_lm(reference, device=device)
+    return dpo_fisher(model, frozen, tokenizer, pairs, beta, names, inject, max_length=max_length)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -120,3 +121,13 @@ def difficulty_metrics(table: pd.DataFrame, threshold: float, vectors: Sequence[
             v: float((table[f"majority_{v}"] == table["gold"]).mean()) for v in vectors
         },
     }
+
+
+def load_queries(path: Path, member: str) -> list[str]:
+    """The sampled queries' questions (sample_queries' output), in order."""
+    if not path.is_file():
+        raise DataError(f"{path}: not found (run `dvc repro sample_queries@{member}`)")
+    questions = list(pd.read_parquet(path)["question"])
+    if not questions:
+        raise DataError(f"{path}: no queries")
+    return questions

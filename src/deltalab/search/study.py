@@ -317,3 +317,54 @@ def select(rows: Sequence[dict[str, Any]], rule: str) -> dict[str, Any]:
     else:
         raise ConfigError(f"search.select: unknown rule {rule!r}")
     return min(front, key=key)
+
+
+def write_trials(rows: Sequence[dict[str, Any]], report_dir: Path, plots_dir: Path) -> None:
+    """`trials.csv` and `pareto.csv` into the (already atomic) report directory, in trial order,
+    and into the plot-data directory, the front sorted by perplexity as `dvc plots` draws it."""
+    import pandas as pd
+
+    from deltalab.atomic import atomic_file
+
+    trials, front = pd.DataFrame(rows), pd.DataFrame([r for r in rows if r["pareto"]])
+    trials.to_csv(report_dir / "trials.csv", index=False)
+    front.to_csv(report_dir / "pareto.csv", index=False)
+    for name, table in {"trials": trials, "pareto": front.sort_values("perplexity")}.items():
+        with atomic_file(plots_dir / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+
+
+def search_metrics(
+    study: optuna.Study,
+    rows: Sequence[dict[str, Any]],
+    chosen: dict[str, Any],
+    references: dict[str, dict[str, float]],
+    n_queries: int,
+    rule: str,
+) -> dict[str, Any]:
+    """The search stage's metrics: the study, its size and front, the chosen point by `rule`,
+    the reference merges' objectives and the number of queries."""
+    return {
+        "study": study.study_name,
+        "trials": len(rows),
+        "pareto_size": sum(1 for r in rows if r["pareto"]),
+        "select": rule,
+        "chosen": {k: chosen[k] for k in ("trial", *PARAMS, "consistency", "perplexity")},
+        **references,
+        "queries": n_queries,
+    }
+
+
+def open_search_study(
+    storage: optuna.storages.BaseStorage, inputs: StudyInputs, cfg: SearchParams
+) -> optuna.Study:
+    """Create or reopen the study of `inputs`; on the default journal storage, fail the trials a
+    killed run left RUNNING. Prints how more workers join it (the URL without its password)."""
+    study = create_or_load(storage, inputs, cfg.seed)
+    stale = fail_running(study) if cfg.storage is None else 0
+    print(
+        f"study {study.study_name} ({len(study.trials)} trials stored, {stale} stale failed); "
+        f"more workers: deltalab search --study {study.study_name}"
+        + (f" --storage {redact(cfg.storage)}" if cfg.storage else "")
+    )
+    return study

@@ -15,36 +15,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from deltalab.config import DPOParams
-from deltalab.data import read_jsonl
-from deltalab.errors import DataError
+from deltalab.data.preferences import preference_pairs
 from deltalab.evaluation.generation import format_prompt
 from deltalab.train.recipe import TrainingRun
-
-PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
-
-
-def load_preference_rows(path: str | os.PathLike) -> list[dict]:
-    """Preference pairs; a missing field, a non-string or an empty text is an error naming the
-    file and row, and so is a pair whose chosen and rejected texts are the same."""
-    rows = read_jsonl(path, PREFERENCE_FIELDS)
-    for i, row in enumerate(rows):
-        for key in PREFERENCE_FIELDS:
-            if not isinstance(row[key], str) or not row[key].strip():
-                raise DataError(f"{path}: row {i}: field {key!r} must be a non-empty string")
-        if row["chosen"] == row["rejected"]:
-            raise DataError(f"{path}: row {i}: chosen and rejected are identical")
-    return rows
-
-
-def preference_split(
-    rows: Sequence[dict], val_fraction: float, max_train_samples: int | None = None
-) -> tuple[list[dict], list[dict]]:
-    """(train, validation) pairs: after the optional `max_train_samples` cut, the first
-    `val_fraction` (at least one pair) is held out. dpo, masked_dpo and the Fisher mask's
-    calibration pairs all use this split."""
-    rows = list(rows[:max_train_samples] if max_train_samples else rows)
-    n_val = max(1, int(len(rows) * val_fraction))
-    return rows[n_val:], rows[:n_val]
 
 
 def preference_dataset(rows: Sequence[dict], inject: Callable[[str], str]) -> Dataset:
@@ -95,14 +68,9 @@ def dpo_trainer(
     )
 
 
-def preference_pairs(path: str | os.PathLike, cfg: DPOParams) -> tuple[list[dict], list[dict]]:
-    """The (train, validation) pairs of a DPO run: `load_preference_rows` + `preference_split`."""
-    return preference_split(load_preference_rows(path), cfg.val_fraction, cfg.max_train_samples)
-
-
 def preference_datasets(
     path: str | os.PathLike, cfg: DPOParams, inject: Callable[[str], str]
 ) -> tuple[Dataset, Dataset]:
     """The (train, validation) datasets of a DPO run (dpo and masked_dpo read the same ones)."""
-    train, val = preference_pairs(path, cfg)
+    train, val = preference_pairs(path, cfg.val_fraction, cfg.max_train_samples)
     return preference_dataset(train, inject), preference_dataset(val, inject)
