@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltalab.atomic import atomic_file, write_json
 from deltalab.data.jsonl import read_jsonl as _read_jsonl
@@ -28,9 +28,11 @@ from deltalab.evaluation.answers import (
     gold_from_gsm8k_answer,
     normalize_number,
 )
-from deltalab.evaluation.generation import Generation, format_prompt, generate_greedy
 from deltalab.evaluation.params import EvaluateParams
 from deltalab.tokens import count_mul_tokens
+
+if TYPE_CHECKING:  # generation needs torch and transformers: imported where it runs
+    from deltalab.evaluation.generation import Generation
 
 GSM8K = "gsm8k"
 PROBES = "probes"
@@ -200,6 +202,8 @@ def evaluate_model(
 
     `probe_rows` is ignored when `params.probes` is false.
     """
+    from deltalab.evaluation.generation import format_prompt, generate_greedy
+
     if not gsm8k_rows:
         raise DataError("empty GSM8K test set")
     predictions = score(
