@@ -170,9 +170,11 @@ def load_causal_lm(
     dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a checkpoint (see `load_model`); the tokenizer must fit the model."""
-    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)  # fail before any I/O
+    model = load_model(
+        path, hub=hub, revision=revision, trust_remote_code=trust_remote_code, device=device,
+        dtype=dtype,
+    )  # fmt: skip
     name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
-    model = _load_resolved(name, source, device, torch_dtype)
     tokenizer = _hf_load(
         name, "cannot load the tokenizer", lambda: AutoTokenizer.from_pretrained(name, **source)
     )

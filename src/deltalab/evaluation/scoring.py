@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,51 +62,57 @@ def _check_ids_unique(rows: Sequence[Mapping[str, Any]], source: str) -> None:
         seen.add(row["id"])
 
 
-def _limit(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    return rows if limit is None else rows[:limit]
+def _prepare(
+    rows: Sequence[Mapping[str, Any]],
+    source: str,
+    what: str,
+    limit: int | None,
+    prepare: Callable[[Mapping[str, Any], int, str], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`prepare(row, index, where)` for every row (a DataError names the row), then unique ids
+    and the optional limit. An empty set is an error naming `what`."""
+    if not rows:
+        raise DataError(f"{source}: empty {what}")
+    prepared = [prepare(row, i, f"{source}: row {i}") for i, row in enumerate(rows)]
+    _check_ids_unique(prepared, source)
+    return prepared if limit is None else prepared[:limit]
+
+
+def _gsm8k_row(row: Mapping[str, Any], index: int, where: str) -> dict[str, Any]:
+    question = _require_str(row, "question", where)
+    answer = _require_str(row, "answer", where)
+    try:
+        gold = gold_from_gsm8k_answer(answer)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    row_id = row.get("id", f"gsm8k-{index:05d}")
+    return {"id": str(row_id), "family": GSM8K, "question": question, "gold": gold}
+
+
+def _probe_row(row: Mapping[str, Any], index: int, where: str) -> dict[str, Any]:
+    row_id = _require_str(row, "id", where)
+    family = _require_str(row, "family", where)
+    if family not in PROBE_FAMILIES:
+        raise DataError(f"{where}: unknown probe family {family!r} (known: {PROBE_FAMILIES})")
+    question = _require_str(row, "question", where)
+    gold = normalize_number(str(row.get("answer", "")))
+    if gold is None:
+        raise DataError(f"{where}: field 'answer' must be a number, got {row.get('answer')!r}")
+    return {"id": row_id, "family": family, "question": question, "gold": gold}
 
 
 def prepare_gsm8k_rows(
     rows: Sequence[Mapping[str, Any]], source: str = "<gsm8k rows>", limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Validate GSM8K rows, give each an id (`gsm8k-00042` if absent) and its gold number."""
-    if not rows:
-        raise DataError(f"{source}: empty GSM8K test set")
-    prepared = []
-    for index, row in enumerate(rows):
-        where = f"{source}: row {index}"
-        question = _require_str(row, "question", where)
-        answer = _require_str(row, "answer", where)
-        try:
-            gold = gold_from_gsm8k_answer(answer)
-        except ValueError as exc:
-            raise DataError(f"{where}: {exc}") from None
-        row_id = row.get("id", f"gsm8k-{index:05d}")
-        prepared.append({"id": str(row_id), "family": GSM8K, "question": question, "gold": gold})
-    _check_ids_unique(prepared, source)
-    return _limit(prepared, limit)
+    return _prepare(rows, source, "GSM8K test set", limit, _gsm8k_row)
 
 
 def prepare_probe_rows(
     rows: Sequence[Mapping[str, Any]], source: str = "<probe rows>", limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Validate probe rows `{id, family, question, answer}` (answer: the bare number)."""
-    if not rows:
-        raise DataError(f"{source}: empty probe set")
-    prepared = []
-    for index, row in enumerate(rows):
-        where = f"{source}: row {index}"
-        row_id = _require_str(row, "id", where)
-        family = _require_str(row, "family", where)
-        if family not in PROBE_FAMILIES:
-            raise DataError(f"{where}: unknown probe family {family!r} (known: {PROBE_FAMILIES})")
-        question = _require_str(row, "question", where)
-        gold = normalize_number(str(row.get("answer", "")))
-        if gold is None:
-            raise DataError(f"{where}: field 'answer' must be a number, got {row.get('answer')!r}")
-        prepared.append({"id": row_id, "family": family, "question": question, "gold": gold})
-    _check_ids_unique(prepared, source)
-    return _limit(prepared, limit)
+    return _prepare(rows, source, "probe set", limit, _probe_row)
 
 
 def load_gsm8k(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
