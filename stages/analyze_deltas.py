@@ -12,7 +12,9 @@ checkpoint fails before anything is read or written.
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
 from deltalab.deltas.analysis import DeltaInput, analyze
-from deltalab.deltas.report import check_contrast, metrics, write_report
+from deltalab.deltas.contrasts import check_contrast
+from deltalab.deltas.report import write_report
+from deltalab.deltas.summary import metrics
 from deltalab.errors import CheckpointError
 from deltalab.models import configure_torch
 from deltalab.tensors.reader import Checkpoint

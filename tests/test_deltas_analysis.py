@@ -12,9 +12,10 @@ import torch
 from safetensors.torch import save_file
 
 from deltalab.cli import main
-from deltalab.deltas.analysis import DeltaInput, analyze, ranks
+from deltalab.deltas.analysis import DeltaInput, analyze
 from deltalab.deltas.params import AnalyzeDeltasParams
-from deltalab.deltas.report import metrics, summary
+from deltalab.deltas.sketch import ranks
+from deltalab.deltas.summary import metrics, summary
 from deltalab.errors import CheckpointError
 from deltalab.tensors.reader import Checkpoint
 from deltalab.tensors.topk import topk_count, topk_mask_reference

@@ -151,7 +151,7 @@ def test_invalid_regex_is_a_config_error(ckpts, tmp_path, capsys):
     out = tmp_path / "r"
     assert main(cli_args(ckpts, out, "--include", "(")) == 2
     assert "--include '('" in capsys.readouterr().err and not out.exists()
-    with pytest.raises(ConfigError, match="--exclude"):
+    with pytest.raises(ConfigError, match=r"exclude '\['"):
         run(ckpts, exclude=["["])
 
 

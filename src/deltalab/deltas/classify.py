@@ -8,6 +8,7 @@ three analysis units by `fused_parts`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 MODULES = (
@@ -109,3 +110,9 @@ def fused_parts(name: str, shape: tuple[int, ...]) -> list[tuple[str, str, int, 
         return None
     d = cols // 3
     return [("q", "attn_q", 0, d), ("k", "attn_k", d, 2 * d), ("v", "attn_v", 2 * d, 3 * d)]
+
+
+def module_order(modules: Iterable[str]) -> list[str]:
+    """The distinct `modules` in the order of MODULES (tables and JSON list modules so)."""
+    present = set(modules)
+    return [m for m in MODULES if m in present]

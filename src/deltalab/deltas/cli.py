@@ -7,6 +7,9 @@ from pathlib import Path
 
 from deltalab.errors import ConfigError
 
+# the flags of `deltalab analyze` that carry the include/exclude patterns of `analyze`
+_PATTERN_FLAGS = {"include": "--include", "exclude": "--exclude"}
+
 
 def ratio_arg(text: str) -> float:
     """argparse type: a number in (0, 1]."""
@@ -56,14 +59,18 @@ def _methods(specs: list[str] | None) -> dict[str, str]:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
-    from deltalab.deltas.analysis import DeltaInput, analyze, check_device, compile_patterns
+    from deltalab.deltas.analysis import DeltaInput, analyze, check_device
+    from deltalab.deltas.claims import CLAIM_BY_KEY
+    from deltalab.deltas.contrasts import check_contrast
     from deltalab.deltas.params import DEFAULT_METHODS, AnalyzeDeltasParams
-    from deltalab.deltas.report import CLAIMS, check_contrast, claims, write_report
+    from deltalab.deltas.report import write_report
+    from deltalab.deltas.selection import NoTensorMatches, compile_patterns
+    from deltalab.deltas.summary import claims
     from deltalab.tensors.hub import resolve_checkpoint
 
     check_device(args.device)  # before resolving (maybe downloading) any checkpoint
-    compile_patterns(args.include, "--include")
-    compile_patterns(args.exclude, "--exclude")
+    compile_patterns(args.include, _PATTERN_FLAGS["include"])
+    compile_patterns(args.exclude, _PATTERN_FLAGS["exclude"])
     labels = _labels(args.finetuned, args.label)
     contrast = [tuple(c) for c in args.contrast] if args.contrast else None
     if contrast is None:  # every pair of deltas, in the order given
@@ -93,20 +100,25 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         DeltaInput(label, base, resolve_checkpoint(spec))
         for label, spec in zip(labels, args.finetuned, strict=True)
     ]
-    result = analyze(
-        deltas,
-        params,
-        progress=not args.quiet,
-        include=args.include,
-        exclude=args.exclude,
-        device=args.device,
-    )
+    try:
+        result = analyze(
+            deltas,
+            params,
+            progress=not args.quiet,
+            include=args.include,
+            exclude=args.exclude,
+            device=args.device,
+        )
+    except NoTensorMatches as exc:
+        raise ConfigError(
+            f"no tensor of {exc.of} matches {_PATTERN_FLAGS['include']} {exc.include} "
+            f"{_PATTERN_FLAGS['exclude']} {exc.exclude}"
+        ) from exc
     with atomic_dir(args.out) as tmp:
-        write_report(result, tmp, title=args.title)
-    by_key = {c.key: c for c in CLAIMS}
+        write_report(result, tmp, title=args.title, pattern_names=_PATTERN_FLAGS)
     for row in claims(result):
         if row["subject"] is not None:
-            c = by_key[row["claim"]]
+            c = CLAIM_BY_KEY[row["claim"]]
             print(
                 f"{row['subject']}: {c.measured} = {c.format(row['value'])} "
                 f"(published {c.published}): {row['verdict']}"

@@ -1,4 +1,4 @@
-"""Figures of a delta analysis: layer × module heatmaps and |Δ| histograms (PNG, matplotlib Agg)."""
+"""Figures of a delta analysis (PNG): layer × module heatmaps, |Δ| histograms, methods compared."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from deltalab.deltas.classify import MODULES
+from deltalab.report.figures import pyplot, save_figure
 from deltalab.tensors.topk import log2_histogram
 
 _GROUPS = {
@@ -17,15 +18,6 @@ _GROUPS = {
     "norm": ("norm",),
     "other": ("other",),
 }
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def layer_module_grid(
@@ -47,7 +39,7 @@ def heatmaps(
     panels: list[tuple[str, dict[tuple[int | None, str], float], bool]], title: str, path: Path
 ) -> None:
     """One PNG with a heatmap per panel (metric name, values, log colour scale)."""
-    plt = _plt()
+    plt = pyplot()
     grids = [layer_module_grid(values) for _, values, _ in panels]
     n_rows = max(len(g[1]) for g in grids)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 1.8 + 0.22 * n_rows))
@@ -70,14 +62,12 @@ def heatmaps(
                     color = "k" if light else "w"
                     ax.text(c, r, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def histograms(hists: dict[str, dict[str, np.ndarray]], path: Path) -> None:
     """|Δ| distribution per delta (one panel each), one line per module group, log2 bins."""
-    plt = _plt()
+    plt = pyplot()
     labels = list(hists)
     fig, axes = plt.subplots(len(labels), 1, figsize=(7, 2.6 * len(labels)), squeeze=False)
     for ax, label in zip(axes[:, 0], labels, strict=True):
@@ -102,16 +92,14 @@ def histograms(hists: dict[str, dict[str, np.ndarray]], path: Path) -> None:
         ax.set_ylabel("share of entries")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def methods(deltas: dict[str, dict], path: Path) -> None:
     """Two panels comparing the deltas: unchanged shares (exact zero, |Δ| ≤ atol,
     bf16-unchanged) and the energy share of each module. `deltas`: label → {"method",
     "total": metrics, "modules": {module: energy share}}."""
-    plt = _plt()
+    plt = pyplot()
     labels = list(deltas)
     names = [f"{k}\n({d['method']})" if d.get("method") else k for k, d in deltas.items()]
     modules = [m for m in MODULES if any(m in d["modules"] for d in deltas.values())]
@@ -142,9 +130,7 @@ def methods(deltas: dict[str, dict], path: Path) -> None:
     ax.set_ylabel("share of ‖Δ‖²")
     ax.set_title("energy share per module", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _nan(values: list) -> list[float]:

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from deltalab.report.figures import pyplot, save_figure
+
 
 def summary(
     table: Mapping[str, Mapping[str, Any]],
@@ -37,11 +39,9 @@ def plot_layers(
     table: Mapping[str, Mapping[str, Any]], reference: str, path: str | os.PathLike, title: str
 ) -> None:
     """Heatmaps (layer × module) of each mask's Jaccard with the reference mask."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     rows = {p: r for p, r in table.items() if p.endswith(f"_vs_{reference}")}
     fig, axes = plt.subplots(1, max(1, len(rows)), figsize=(4.5 * max(1, len(rows)), 4))
@@ -62,6 +62,4 @@ def plot_layers(
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.suptitle(f"Jaccard with the {reference} mask: {title}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

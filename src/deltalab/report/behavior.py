@@ -9,12 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from deltalab.atomic import atomic_dir, atomic_file, write_json
+from deltalab.report.figures import pyplot, save_figure
+from deltalab.report.tables import table_lines, write_csv
 
 
 def _ks(block: Mapping[str, float]) -> list[int]:
@@ -30,19 +27,23 @@ def passk_rows(metrics: Mapping[str, Any], models: Sequence[str]) -> list[tuple[
     ]
 
 
-def write_passk_csv(path: str | os.PathLike, metrics: Mapping[str, Any], models: Sequence[str]):
+def write_passk_csv(
+    path: str | os.PathLike, metrics: Mapping[str, Any], models: Sequence[str]
+) -> None:
     """`model,k,pass_at_k` rows for a dvc.yaml plot (x: k, y: pass_at_k, one line per model)."""
-    lines = ["model,k,pass_at_k"]
-    lines += [f"{model},{k},{value:.4f}" for model, k, value in passk_rows(metrics, models)]
+    rows = [
+        {"model": model, "k": k, "pass_at_k": value}
+        for model, k, value in passk_rows(metrics, models)
+    ]
     with atomic_file(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        write_csv(tmp, rows, ["model", "k", "pass_at_k"], float_format=".4f", lineterminator="\n")
 
 
 def plot_pass_at_k(
     metrics: Mapping[str, Any], models: Sequence[str], out: str | os.PathLike, title: str
 ) -> None:
     """pass@k against k (log2 axis), one line per model; greedy accuracy: hollow marker at k=1."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = pyplot().subplots(figsize=(6.5, 4.2))
     for i, model in enumerate(models):
         block = metrics["models"][model]["pass_at_k"]
         ks = _ks(block)
@@ -62,10 +63,7 @@ def plot_pass_at_k(
     ax.set(xlabel="k (samples)", ylabel="pass@k", ylim=(0, 1), title=title)
     ax.grid(alpha=0.3)
     ax.legend(title="◇ greedy accuracy", fontsize=8)
-    fig.tight_layout()
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    save_figure(fig, out, atomic=True, metadata={"Software": None})
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -77,43 +75,61 @@ def _interval(block: Mapping[str, float]) -> str:
     return f"{block['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def _model_row(model: str, m: Mapping[str, Any], n: int) -> list[str]:
+    return [
+        model,
+        f"{m['greedy']['accuracy']:.3f}",
+        f"{m['pass_at_k']['k1']:.3f}",
+        f"{m['pass_at_k'][f'k{n}']:.3f}",
+        f"{m['confidence']['majority_accuracy']:.3f}",
+        f"{m['diversity']['distinct_answers']:.2f}",
+        _fmt(m["diversity"]["distinct_2"]),
+        f"{m['confidence']['mean_logprob']:.3f}",
+        f"{m['confidence']['mean_entropy']:.3f}",
+        f"{m['confidence']['majority_share']:.3f}",
+        f"{m['length']['greedy_tokens']:.1f} / {m['length']['sample_tokens']:.1f}",
+        f"{m['length']['greedy_stop_rate']:.2f}",
+    ]
+
+
 def behavior_markdown(metrics: Mapping[str, Any], models: Sequence[str], title: str) -> str:
     """Per-model table and per-comparison table (differences with their intervals)."""
     n, q = metrics["samples"], metrics["questions"]
-    lines = [
-        f"# Behavior: {title}",
-        "",
-        f"{q} GSM8K test questions, greedy and {n} samples each.",
-        "",
-        f"| model | greedy | pass@1 | pass@{n} | majority vote | distinct answers | distinct-2 "
-        "| log-prob | entropy | majority share | tokens (greedy / sampled) | stop rate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "model",
+        "greedy",
+        "pass@1",
+        f"pass@{n}",
+        "majority vote",
+        "distinct answers",
+        "distinct-2",
+        "log-prob",
+        "entropy",
+        "majority share",
+        "tokens (greedy / sampled)",
+        "stop rate",
     ]
-    for model in models:
-        m = metrics["models"][model]
-        lines.append(
-            f"| {model} | {m['greedy']['accuracy']:.3f} | {m['pass_at_k']['k1']:.3f} "
-            f"| {m['pass_at_k'][f'k{n}']:.3f} | {m['confidence']['majority_accuracy']:.3f} "
-            f"| {m['diversity']['distinct_answers']:.2f} | {_fmt(m['diversity']['distinct_2'])} "
-            f"| {m['confidence']['mean_logprob']:.3f} | {m['confidence']['mean_entropy']:.3f} "
-            f"| {m['confidence']['majority_share']:.3f} "
-            f"| {m['length']['greedy_tokens']:.1f} / {m['length']['sample_tokens']:.1f} "
-            f"| {m['length']['greedy_stop_rate']:.2f} |"
-        )
+    rows = [_model_row(model, metrics["models"][model], n) for model in models]
+    lines = [f"# Behavior: {title}", "", f"{q} GSM8K test questions, greedy and {n} samples each."]
+    lines += ["", *table_lines(header, rows)]
     comparisons = metrics["comparisons"]
     if comparisons:
-        lines += [
-            "",
-            f"| treatment vs reference | greedy diff [CI], McNemar p | pass@1 diff [CI] "
-            f"| pass@{n} diff [CI] |",
-            "|---|---|---|---|",
+        header = [
+            "treatment vs reference",
+            "greedy diff [CI], McNemar p",
+            "pass@1 diff [CI]",
+            f"pass@{n} diff [CI]",
         ]
-        for name, c in comparisons.items():
-            g = c["greedy"]
-            lines.append(
-                f"| {name.replace('_vs_', ' vs ')} | {_interval(g)}, p = {g['mcnemar_p']:.3g} "
-                f"| {_interval(c['pass_at_k']['k1'])} | {_interval(c['pass_at_k'][f'k{n}'])} |"
-            )
+        rows = [
+            [
+                name.replace("_vs_", " vs "),
+                f"{_interval(c['greedy'])}, p = {c['greedy']['mcnemar_p']:.3g}",
+                _interval(c["pass_at_k"]["k1"]),
+                _interval(c["pass_at_k"][f"k{n}"]),
+            ]
+            for name, c in comparisons.items()
+        ]
+        lines += ["", *table_lines(header, rows)]
         lines += ["", f"Intervals: {next(iter(comparisons.values()))['interval']}."]
     return "\n".join(lines) + "\n"
 

@@ -6,13 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from deltalab.atomic import atomic_file
+from deltalab.report.figures import pyplot, save_figure
 
 FAMILIES = ("times_table", "two_by_one", "addition")
 
@@ -68,7 +65,7 @@ def plot_accuracy(
     and probe accuracy per family of the last of `models`."""
     mean = table.groupby(["model", "condition"]).mean(numeric_only=True)
     conditions = sorted(table["condition"].unique())
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(11, 4))
     stages = [*models, *branches]
     for cond in conditions:
         ys = [
@@ -94,7 +91,4 @@ def plot_accuracy(
     )
     right.set(title=f"Arithmetic probes after {final}", ylim=(0, 1))
     right.legend()
-    fig.tight_layout()
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out, dpi=120, atomic=True)

@@ -6,14 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from deltalab.report.figures import pyplot, save_figure
 
 
 def plot_search(
@@ -25,7 +18,7 @@ def plot_search(
 ) -> None:
     """Left: consistency vs perplexity (trials, Pareto front, chosen, reference points);
     right: the trials in (scale_sft, scale_rlvr), colored by consistency."""
-    plt = _figure()
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     front = sorted((r for r in rows if r["pareto"]), key=lambda r: r["perplexity"])
     ax.scatter(
@@ -59,6 +52,4 @@ def plot_search(
     bx.set_ylabel("scale_rlvr")
     bx.set_title("trials in scale space")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
