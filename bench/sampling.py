@@ -29,11 +29,11 @@ from pathlib import Path
 
 import torch
 
-from deltalab.config import ModelParams
 from deltalab.data import synthetic
 from deltalab.evaluation.generation import format_prompt
 from deltalab.evaluation.sampling import generate_samples
 from deltalab.models import build_gpt2
+from deltalab.schema.model import ModelParams
 from deltalab.tokenizer import add_study_tokens, train_bpe
 
 TINY_MODEL = ModelParams(n_layer=4, n_head=4, n_embd=128, n_positions=256)

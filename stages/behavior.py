@@ -29,7 +29,6 @@ def main(params, cond: str, seed: int) -> None:
         dtype="bfloat16" if params.runtime.bf16 else "float32",
         trust_remote_code=params.runtime.trust_remote_code,
     )
-    name = paths.member(cond, seed)
     write_behavior(
         result.metrics,
         result.records,

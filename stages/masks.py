@@ -30,13 +30,12 @@ def main(params, cond: str, seed: int) -> None:
         raise CheckpointError(f"{base.path}: no tensor left after masks.exclude={cfg.exclude}")
     fisher = None
     if "fisher" in cfg.methods:  # at the DPO weights, against the DPO reference (its parent)
-        dpo = params.dpo
         pairs, _ = preference_pairs(
-            paths.dataset("prefs", "train"), dpo.val_fraction, dpo.max_train_samples
+            paths.dataset("prefs", "train"), params.dpo.val_fraction, params.dpo.max_train_samples
         )  # the dpo stage's training pairs
         fisher = checkpoint_fisher(
-            tuned.path, base.path, params.runtime.device, pairs[: cfg.fisher_samples], dpo.beta,
-            names, condition_transform(cond), max_length=dpo.max_length,
+            tuned.path, base.path, params.runtime.device, pairs[: cfg.fisher_samples],
+            params.dpo.beta, names, condition_transform(cond), max_length=params.dpo.max_length,
         )  # fmt: skip
     sources = score_sources(
         base, tuned, names, cfg.methods,

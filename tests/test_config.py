@@ -1,5 +1,6 @@
 """The params schema: every profile validates; bad input fails early, naming key and value."""
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,72 @@ def test_params_check_cli(tmp_path, capsys):
     assert cli(["params", "check", str(bad)]) == 2
     assert "pretrain.max_stepz: unknown key" in capsys.readouterr().err
     assert cli(["params", "check", str(tmp_path / "missing.yaml")]) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared sections (deltalab.schema): reused by inheritance, same keys, same ranges
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", ["compare", "behavior", "merge"])
+@pytest.mark.parametrize(
+    ("key", "bad"), [("n_bootstrap", 99), ("confidence", 0.5), ("seed", -1), ("seed", "0")]
+)
+def test_bootstrap_fields_keep_their_ranges_in_every_section(section, key, bad):
+    with pytest.raises(ConfigError) as err:
+        parse_params({section: {key: bad}})
+    assert f"{section}.{key}" in str(err.value) and repr(bad) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"behavior": {"temperature": 10.5}}, "behavior.temperature"),
+        ({"behavior": {"batch_size": 4097}}, "behavior.batch_size"),  # behavior's own bound
+        ({"search": {"temperature": 2.5}}, "search.temperature"),  # voting's own bound
+        ({"difficulty": {"top_p": 0.0}}, "difficulty.top_p"),
+        ({"search": {"max_new_tokens": 8193}}, "search.max_new_tokens"),
+        ({"difficulty": {"samples": 3}}, "difficulty.samples"),  # `votes` there, no `samples`
+    ],
+)
+def test_sampling_fields_keep_each_sections_ranges(raw, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_params(raw)
+    assert parse_params({"search": {"batch_size": 8192}}).search.batch_size == 8192
+
+
+def test_sampling_kwargs_pass_each_sections_numbers():
+    params = load_params(ROOT / "params.yaml")
+    behavior, search = params.behavior, params.search
+    assert behavior.sampling_kwargs() == {
+        "n": behavior.samples, "max_new_tokens": behavior.max_new_tokens,
+        "temperature": behavior.temperature, "top_p": behavior.top_p, "seed": behavior.seed,
+        "batch_size": behavior.batch_size,
+    }  # fmt: skip
+    for cfg in (params.difficulty, search):
+        assert cfg.sampling_kwargs() == {
+            "n": cfg.votes, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+            "top_p": cfg.top_p, "seed": cfg.seed, "batch_size": cfg.batch_size,
+        }  # fmt: skip
+
+
+def test_sample_command_passes_generate_samples_defaults():
+    from deltalab.evaluation.params import SampleParams
+    from deltalab.evaluation.sampling import generate_samples
+
+    defaults = inspect.signature(generate_samples).parameters
+    flags = SampleParams(samples=2, temperature=20.0, max_new_tokens=9000, seed=3)
+    kwargs = flags.sampling_kwargs()
+    assert kwargs == {
+        "n": 2, "max_new_tokens": 9000, "temperature": 20.0, "seed": 3,
+        "top_p": defaults["top_p"].default, "batch_size": defaults["batch_size"].default,
+    }  # fmt: skip
+
+
+def test_analyze_deltas_pairs_are_yaml_lists_and_scalars_are_strict(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("analyze_deltas:\n  pairs: [[pretrain, sft_tulu]]\n  contrast: []\n")
+    assert load_params(path).analyze_deltas.pairs == [("pretrain", "sft_tulu")]
+    for bad in ({"pairs": [["a", "b", "c"]]}, {"pairs": [["a", 1]]}, {"seed": "0"}):
+        with pytest.raises(ConfigError, match="analyze_deltas"):
+            parse_params({"analyze_deltas": bad})

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from deltalab.config import DataParams, HubDataset, SyntheticSizes
 from deltalab.data import read_jsonl, write_jsonl
 from deltalab.data.hub import load_hub_rows
+from deltalab.data.params import DataParams, HubDataset, SyntheticSizes
 from deltalab.data.prepare import FILES, prepare
 from deltalab.data.synthetic import generate_problems, preference_rows
 from deltalab.errors import DataError

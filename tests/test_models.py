@@ -5,9 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from deltalab.atomic import atomic_dir, atomic_file
-from deltalab.config import ModelParams
 from deltalab.errors import CheckpointError
 from deltalab.models import build_gpt2, load_causal_lm, save_checkpoint
+from deltalab.schema.model import ModelParams
 
 from .helpers import tiny_tokenizer
 

@@ -22,8 +22,8 @@ from deltalab.evaluation.stats import (
     paired_bootstrap_ci,
     seed_interval,
 )
-from deltalab.merging.disk import load_vectors, parse_size
 from deltalab.merging.compare import compare_vectors
+from deltalab.merging.disk import load_vectors, parse_size
 from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.tensors.blocks import sum_squares
 from deltalab.tensors.reader import Checkpoint

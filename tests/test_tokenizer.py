@@ -5,9 +5,9 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from deltalab.config import ModelParams
 from deltalab.evaluation.generation import format_prompt
 from deltalab.models import build_gpt2
+from deltalab.schema.model import ModelParams
 from deltalab.tokenizer import EOS_TOKEN, PAD_TOKEN, add_study_tokens, mul_token_ids
 from deltalab.tokens import MUL_TOKENS, inject_mul_tokens
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 from transformers import TrainerState
 
-from deltalab.config import ModelParams, PretrainParams, RuntimeParams
 from deltalab.models import build_gpt2
+from deltalab.schema.model import ModelParams
+from deltalab.schema.runtime import RuntimeParams
 from deltalab.train.logging import dvclive_callback, open_live
+from deltalab.train.params import PretrainParams
 from deltalab.train.pretrain import pretrain_trainer
 from deltalab.train.recipe import TrainingRun
 

@@ -1,7 +1,11 @@
-"""Typed schema of params.yaml: one pydantic model per section, validated before any work.
+"""params.yaml as one typed object: `Params` aggregates the sections, checks what spans several
+of them, and `load_params` / `parse_params` validate a whole file before any work.
 
-Every stage calls `load_params()`. An unknown key, a wrong type or an out-of-range value raises a
-`ConfigError` naming the file, the key path and the bad value.
+The sections live in leaf modules: shared ones in `deltalab.schema`, domain ones next to their
+domain (`train.params`, `data.params`, `evaluation.params`, ...). Only entry points import this
+module (`deltalab.stage`, `deltalab.cli`, CLIs that load a params file; `pyproject.toml`'s
+import-linter contracts enforce it). An unknown key, a wrong type or an out-of-range value raises
+a `ConfigError` naming the file, the key path and the bad value.
 """
 
 from __future__ import annotations
@@ -9,16 +13,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from deltalab.data.params import DataParams
 from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.errors import ConfigError
 from deltalab.evaluation.params import BehaviorParams, CompareParams, EvaluateParams
 from deltalab.masks.params import MasksParams
-from deltalab.masks.params import Method as MaskMethod
+from deltalab.schema.base import NonNegInt, Section
+from deltalab.schema.matrix import Condition, DeltaTrackParams
+from deltalab.schema.model import ModelParams, TokenizerParams
+from deltalab.schema.runtime import RuntimeParams
 from deltalab.search.params import (
     DifficultyParams,
     MergeParams,
@@ -26,183 +33,14 @@ from deltalab.search.params import (
     SearchParams,
     TaskVectorsParams,
 )
-
-Condition = Literal["baseline", "mul_tokens"]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
-LearningRate = Annotated[float, Field(gt=0.0, lt=1.0)]
-
-
-class Section(BaseModel):
-    """Strict: unknown keys and wrong types are errors, never silently coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class HubDataset(Section):
-    name: str
-    revision: str = Field(min_length=1, description="pinned commit or tag; required for hub data")
-    config: str | None = None
-    split: str = "train"
-    limit: PositiveInt | None = None
-
-
-class SyntheticSizes(Section):
-    corpus_documents: PositiveInt = 6000
-    tulu_train: PositiveInt = 2000
-    tulu_val: PositiveInt = 200
-    gsm8k_train: PositiveInt = 2000
-    gsm8k_test: PositiveInt = 200
-    prefs: PositiveInt = 500
-    rlvr: PositiveInt = 500
-    search: PositiveInt = 200  # the DoTS query pool: no stage trains on it, no evaluation uses it
-
-
-class DataParams(Section):
-    source: Literal["synthetic", "hub"] = "synthetic"
-    seed: NonNegInt = 1234
-    sizes: SyntheticSizes = SyntheticSizes()
-    # Hub profiles name datasets with pinned revisions; the synthetic generator still provides the
-    # corpus, probes, preference pairs and RLVR prompts unless a hub source is given for them.
-    tulu: HubDataset | None = None
-    tulu_val_size: PositiveInt = 1000
-    gsm8k: HubDataset | None = None
-
-    @model_validator(mode="after")
-    def _hub_needs_datasets(self) -> DataParams:
-        if self.source == "hub" and (self.tulu is None or self.gsm8k is None):
-            raise ValueError("data.source=hub needs data.tulu and data.gsm8k")
-        return self
-
-
-class TokenizerParams(Section):
-    source: Literal["train", "hub"] = "train"
-    vocab_size: Annotated[int, Field(ge=300, le=200_000)] = 2048
-    hub_id: str | None = None
-    revision: str | None = None
-    pad_to_multiple_of: PositiveInt = 64
-
-    @model_validator(mode="after")
-    def _hub_needs_id(self) -> TokenizerParams:
-        if self.source == "hub" and not (self.hub_id and self.revision):
-            raise ValueError("tokenizer.source=hub needs tokenizer.hub_id and tokenizer.revision")
-        return self
-
-
-class ModelParams(Section):
-    n_layer: PositiveInt = 4
-    n_head: PositiveInt = 4
-    n_embd: PositiveInt = 256
-    n_positions: PositiveInt = 256
-    dropout: Ratio = 0.0
-
-    @model_validator(mode="after")
-    def _heads_divide(self) -> ModelParams:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head")
-        return self
-
-
-class TrainParams(Section):
-    """Hyperparameters shared by every training stage."""
-
-    max_steps: PositiveInt = 300
-    batch_size: PositiveInt = 16
-    gradient_accumulation_steps: PositiveInt = 1
-    learning_rate: LearningRate = 1.0e-3
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: Ratio = 0.05
-    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
-    eval_steps: PositiveInt | None = 50  # None: no periodic evaluation
-    logging_steps: PositiveInt = 10
-
-
-class SequenceTrainParams(TrainParams):
-    """Stages that train on whole token sequences of at most `max_length` tokens."""
-
-    max_length: PositiveInt = 256
-
-
-class PretrainParams(SequenceTrainParams):
-    # A real profile imports an existing checkpoint (hub id or local path) instead of training.
-    import_from: str | None = None
-    revision: str | None = None
-
-
-class SFTParams(SequenceTrainParams):
-    learning_rate: LearningRate = 5.0e-4
-    max_train_samples: PositiveInt | None = None
-
-
-class SFTGsm8kParams(SFTParams):
-    # Share of stage-1 (Tulu) conversations mixed into GSM8K SFT, relative to the GSM8K rows:
-    # replay keeps general instruction following from being overwritten by one answer format.
-    replay_tulu_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
-    # Share of the train split held out for validation (the test split stays unseen).
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.05
-    stop_eval_questions: PositiveInt = 100
-    stop_eval_max_new_tokens: PositiveInt = 128
-    stop_eval_batch_size: PositiveInt = 32
-
-
-class DPOParams(SequenceTrainParams):
-    """DPO from sft_gsm8k on the preference pairs; the reference model is the frozen parent."""
-
-    learning_rate: LearningRate = 5.0e-5
-    beta: Annotated[float, Field(gt=0.0)] = 0.1
-    loss_type: Literal["sigmoid", "sigmoid_norm", "ipo", "hinge", "robust"] = "sigmoid"
-    # Weight of an added NLL loss on the chosen responses (RPO); 0 is plain DPO. Keeps the chosen
-    # likelihood from falling along with the rejected one.
-    sft_loss_weight: Annotated[float, Field(ge=0.0)] = 0.0
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
-    max_train_samples: PositiveInt | None = None
-
-
-class MaskedDPOParams(DPOParams):
-    """DPO from sft_gsm8k that updates only the entries of one mask (masked AdamW)."""
-
-    mask: MaskMethod = "momentum"
-    control: bool = Field(
-        True, description="also train with the random mask of the same density (masked_dpo_random)"
-    )
-
-
-class RLVRParams(TrainParams):
-    """GRPO from sft_tulu with a verifiable reward (extracted answer == gold number).
-
-    `batch_size` counts completions per step: `batch_size / num_generations` prompts per step.
-    """
-
-    learning_rate: LearningRate = 1.0e-4
-    num_generations: Annotated[int, Field(ge=2)] = 16
-    temperature: Annotated[float, Field(gt=0.0, le=2.0)] = 0.8
-    max_completion_length: PositiveInt = 64
-    beta: Annotated[float, Field(ge=0.0)] = 0.02  # KL coefficient (0: no reference model)
-    test_size: PositiveInt = 200  # prompts held out (greedy accuracy vs the parent)
-    eval_batch_size: PositiveInt = 128
-
-    @model_validator(mode="after")
-    def _groups_fill_batches(self) -> RLVRParams:
-        if self.batch_size % self.num_generations:
-            raise ValueError(
-                f"rlvr.batch_size ({self.batch_size}) must be a multiple of rlvr.num_generations "
-                f"({self.num_generations}): each step samples whole groups"
-            )
-        return self
-
-
-class DeltaTrackParams(Section):
-    conditions: list[Condition] = Field(default_factory=lambda: ["baseline"], min_length=1)
-    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
-
-
-class RuntimeParams(Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = False
-    torch_threads: NonNegInt = 0  # 0 = torch's default
-    trust_remote_code: bool = False
+from deltalab.train.params import (
+    DPOParams,
+    MaskedDPOParams,
+    PretrainParams,
+    RLVRParams,
+    SFTGsm8kParams,
+    SFTParams,
+)
 
 
 class _CoreParams(Section):
@@ -303,6 +141,7 @@ def _format_errors(path: str, exc: ValidationError) -> str:
 
 
 def parse_params(raw: object, source: str = "<params>") -> Params:
+    """Validate params already read from YAML (None: every default); `source` names them."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

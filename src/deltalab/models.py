@@ -21,8 +21,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from deltalab.config import ModelParams, RuntimeParams
 from deltalab.errors import CheckpointError
+from deltalab.schema.model import ModelParams
+from deltalab.schema.runtime import RuntimeParams
 
 
 def _causal_loss(model: PreTrainedModel) -> PreTrainedModel:

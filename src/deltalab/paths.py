@@ -110,8 +110,6 @@ def dots_metrics(stage: str, cond: str, seed: int) -> Path:
     return Path("metrics") / stage / f"{member(cond, seed)}.json"
 
 
-
-
 def masks(cond: str, seed: int) -> Path:
     """`masks/<cond>/seed<seed>/` holding `<method>.safetensors` (packed bits)."""
     return Path("masks") / cond / f"seed{seed}"

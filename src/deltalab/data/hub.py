@@ -6,7 +6,7 @@ same layout (how the tests exercise this code offline).
 
 from __future__ import annotations
 
-from deltalab.config import HubDataset
+from deltalab.data.params import HubDataset
 from deltalab.errors import DataError
 
 

@@ -6,10 +6,10 @@ import json
 import random
 from pathlib import Path
 
-from deltalab.config import DataParams
 from deltalab.data import synthetic
 from deltalab.data.hub import load_hub_rows
 from deltalab.data.jsonl import write_jsonl
+from deltalab.data.params import DataParams
 
 # file name -> description; the layout is a contract for the stages downstream
 FILES = {

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from deltalab.schema.base import Section, StrPair
 
 Method = Literal["sft", "dpo", "rlvr"]
 
@@ -19,12 +21,10 @@ DEFAULT_METHODS: dict[str, Method] = {
 }
 
 
-class AnalyzeDeltasParams(BaseModel):
+class AnalyzeDeltasParams(Section):
     """How weight deltas are measured; every field has a default that suits small and 8B models."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    pairs: list[tuple[str, str]] = Field(
+    pairs: list[StrPair] = Field(
         default=[
             ("pretrain", "sft_tulu"),
             ("sft_tulu", "sft_gsm8k"),
@@ -34,7 +34,7 @@ class AnalyzeDeltasParams(BaseModel):
         description="(base, finetuned) checkpoint names of the pipeline; deltas that share a "
         "base are compared with each other (cosine, sign agreement) automatically",
     )
-    contrast: list[tuple[str, str]] = Field(
+    contrast: list[StrPair] = Field(
         default=[("sft_gsm8k", "rlvr")],
         description="(a, b) delta labels of one base compared head-to-head with the published "
         "SFT-vs-RLVR numbers (a: the SFT-like delta, b: the RL-like one; ‖τ_a‖/‖τ_b‖ is "

@@ -308,12 +308,7 @@ def evaluate_behavior(
         model,
         tokenizer,
         prompts,
-        n=params.samples,
-        max_new_tokens=params.max_new_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        seed=params.seed,
-        batch_size=params.batch_size,
+        **params.sampling_kwargs(),
         progress=progress,
         desc=f"{model_name} samples",
     )

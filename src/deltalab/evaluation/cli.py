@@ -57,6 +57,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from deltalab.evaluation.generation import format_prompt
+    from deltalab.evaluation.params import SampleParams
     from deltalab.evaluation.sampling import generate_samples
     from deltalab.models import load_causal_lm
     from deltalab.tokens import decode_mul_tokens
@@ -65,17 +66,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ConfigError("give --question, --file or --interactive")
     if args.file is not None and not Path(args.file).is_file():
         raise ConfigError(f"{args.file}: no such questions file")
+    sampling = SampleParams(
+        samples=args.num_samples,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     model, tokenizer = load_causal_lm(args.checkpoint, device=args.device, dtype=args.dtype)
 
     def answer(questions: list[str]) -> None:
         rows = generate_samples(
-            model,
-            tokenizer,
-            [format_prompt(q) for q in questions],
-            n=args.num_samples,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            seed=args.seed,
+            model, tokenizer, [format_prompt(q) for q in questions], **sampling.sampling_kwargs()
         )
         for question, samples in zip(questions, rows, strict=True):
             print(f"Q: {question}")

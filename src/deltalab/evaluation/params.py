@@ -1,20 +1,22 @@
 """Params of the `evaluate`, `compare` and `behavior` stages (`params.evaluate`, `params.compare`,
-`params.behavior`)."""
+`params.behavior`), and of `deltalab sample` (`SampleParams`, from its flags)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from deltalab.schema.base import Section
+from deltalab.schema.sampling import SamplingParams
+from deltalab.schema.stats import BootstrapParams
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(Section):
     """Greedy evaluation of one checkpoint on GSM8K test and the arithmetic probes.
 
     Device, dtype and trust_remote_code come from the `runtime` section.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     models: list[Literal["pretrain", "sft_tulu", "sft_gsm8k"]] = Field(
         default_factory=lambda: ["pretrain", "sft_tulu", "sft_gsm8k"],
@@ -41,14 +43,8 @@ class EvaluateParams(BaseModel):
         return self.probes_max_new_tokens or self.max_new_tokens
 
 
-class CompareParams(BaseModel):
+class CompareParams(BootstrapParams):
     """Paired statistics of the baseline vs mul_tokens comparison."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="two-sided interval level")
-    seed: int = Field(0, ge=0, description="seed of the bootstrap resampling")
 
 
 BehaviorModel = Literal[
@@ -56,15 +52,14 @@ BehaviorModel = Literal[
 ]
 
 
-class BehaviorParams(BaseModel):
+class BehaviorParams(SamplingParams, BootstrapParams):
     """Behavior of the post-trained checkpoints of one (condition, seed) on held-out GSM8K.
 
     Greedy accuracy, pass@k from `samples` sampled answers per question, diversity, confidence and
-    length, and paired comparisons (`pairs`: [treatment, reference]). Device, dtype and
-    trust_remote_code come from the `runtime` section.
+    length, and paired comparisons (`pairs`: [treatment, reference]). Sampling fields come from
+    `SamplingParams`, bootstrap fields from `BootstrapParams`, one `seed` for both. Device, dtype
+    and trust_remote_code come from the `runtime` section.
     """
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     models: list[BehaviorModel] = Field(
         default_factory=lambda: ["sft_tulu", "sft_gsm8k", "rlvr", "dpo"],
@@ -82,16 +77,9 @@ class BehaviorParams(BaseModel):
     )
     questions: int | None = Field(100, ge=1, description="first N GSM8K test questions (None: all)")
     samples: int = Field(8, ge=1, le=1024, description="sampled answers per question (n of pass@k)")
-    temperature: float = Field(
-        1.0, gt=0.0, le=10.0, description="sampling temperature (1.0: each model's distribution)"
-    )
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass (1.0: off)")
-    max_new_tokens: int = Field(64, ge=1, le=8192, description="response budget")
     batch_size: int = Field(
         128, ge=1, le=4096, description="sequences per forward pass (prompts x samples)"
     )
-    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000, description="bootstrap resamples")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="two-sided interval level")
     seed: int = Field(0, ge=0, description="seed of the sampling and of the bootstrap")
 
     @model_validator(mode="after")
@@ -105,3 +93,21 @@ class BehaviorParams(BaseModel):
             if missing:
                 raise ValueError(f"pair {pair}: {', '.join(missing)} not in models")
         return self
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples
+
+
+class SampleParams(SamplingParams):
+    """`deltalab sample`'s flags: `samples` answers per question. Defaults are the command's; the
+    bounds are `generate_samples`' own (no upper limits, unlike the params.yaml sections)."""
+
+    samples: int = Field(1, ge=1, description="sampled answers per question")
+    temperature: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="sampling temperature")
+    max_new_tokens: int = Field(128, ge=1, description="response budget")
+    batch_size: int = Field(256, ge=1, description="sequences per forward pass")
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples

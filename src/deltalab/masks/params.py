@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from deltalab.schema.base import Section
 
 Method = Literal["magnitude", "momentum", "fisher", "random"]
 
 
-class MasksParams(BaseModel):
+class MasksParams(Section):
     """Masks of the DPO run: which score, how dense, chosen per tensor or over all tensors."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     methods: list[Method] = Field(
         default_factory=lambda: ["magnitude", "momentum", "fisher", "random"],

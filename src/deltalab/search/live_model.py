@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from deltalab.config import RuntimeParams
 from deltalab.errors import CheckpointError
 from deltalab.merging.live import LiveMerge
 from deltalab.merging.vectors import TaskVector
+from deltalab.schema.runtime import RuntimeParams
 from deltalab.tensors.reader import Checkpoint
 
 

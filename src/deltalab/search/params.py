@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from deltalab.schema.base import Section
+from deltalab.schema.sampling import SamplingParams
+from deltalab.schema.stats import BootstrapParams
 
 VECTORS = ("sft", "rlvr")  # τ_sft = sft_gsm8k − sft_tulu, τ_rlvr = rlvr − sft_tulu
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class TaskVectorsParams(_Section):
+class TaskVectorsParams(Section):
     """Sparse task vectors of the SFT and RLVR models over their common base (sft_tulu)."""
 
     top_ratio: float | dict[Literal["sft", "rlvr"], float] = Field(
@@ -45,15 +45,18 @@ class TaskVectorsParams(_Section):
         return float(self.top_ratio[vector] if isinstance(self.top_ratio, dict) else self.top_ratio)
 
 
-class VotingParams(_Section):
-    """`votes` sampled answers per query; consistency = share of the most common answer."""
+class VotingParams(SamplingParams):
+    """`votes` sampled answers per query; consistency = share of the most common answer.
+
+    `top_p`, `max_new_tokens`, `batch_size` and `seed` (the same for every model) come from
+    `SamplingParams`."""
 
     votes: int = Field(7, ge=2, le=256, description="sampled answers per query")
     temperature: float = Field(0.8, gt=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(64, ge=1, le=8192)
-    batch_size: int = Field(128, ge=1, le=8192, description="sequences per forward pass")
-    seed: int = Field(0, ge=0, description="seed of the sampled answers (same for every model)")
+
+    @property
+    def num_samples(self) -> int:
+        return self.votes
 
 
 class DifficultyParams(VotingParams):
@@ -65,7 +68,7 @@ class DifficultyParams(VotingParams):
     pool_limit: int | None = Field(None, ge=1, description="first N pool queries (null: all)")
 
 
-class SampleQueriesParams(_Section):
+class SampleQueriesParams(Section):
     per_group: int = Field(8, ge=1, description="queries sampled from each of easy and hard")
     seed: int = Field(0, ge=0)
 
@@ -102,17 +105,16 @@ class SearchParams(VotingParams):
         return value
 
 
-class MergeParams(_Section):
-    """The merged checkpoint: the search's chosen point; a scale set here replaces its value."""
+class MergeParams(BootstrapParams):
+    """The merged checkpoint: the search's chosen point; a scale set here replaces its value.
+
+    Its evaluation against the unmerged models is bootstrapped (`BootstrapParams`)."""
 
     scale_sft: float | None = None
     scale_rlvr: float | None = None
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
         None, description="output dtype of float tensors (null: the base's)"
     )
-    n_bootstrap: int = Field(10_000, ge=100, le=1_000_000)
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
-    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _finite(self) -> MergeParams:

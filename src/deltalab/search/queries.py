@@ -40,16 +40,7 @@ def vote(model, tokenizer, questions: Sequence[str], cfg: VotingParams, desc: st
     """`cfg.votes` sampled, extracted answers per question (common random numbers: the same
     uniforms for every model, so two models' votes differ only where their distributions do)."""
     samples = generate_samples(
-        model,
-        tokenizer,
-        [format_prompt(q) for q in questions],
-        n=cfg.votes,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        desc=desc,
+        model, tokenizer, [format_prompt(q) for q in questions], **cfg.sampling_kwargs(), desc=desc
     )
     return [[extract_answer(s.text) for s in row] for row in samples]
 

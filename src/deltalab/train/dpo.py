@@ -14,9 +14,9 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from deltalab.config import DPOParams
 from deltalab.data.preferences import preference_pairs
 from deltalab.evaluation.generation import format_prompt
+from deltalab.train.params import DPOParams
 from deltalab.train.recipe import TrainingRun
 
 

@@ -15,12 +15,12 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from deltalab.config import RLVRParams
 from deltalab.data import read_jsonl
 from deltalab.errors import DataError
 from deltalab.evaluation.answers import answers_match, extract_answer, normalize_number
 from deltalab.evaluation.generation import format_prompt, generate_greedy
 from deltalab.evaluation.stats import discordant_counts, mcnemar_exact
+from deltalab.train.params import RLVRParams
 from deltalab.train.recipe import TrainingRun
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from deltalab.config import PretrainParams
+from deltalab.train.params import PretrainParams
 from deltalab.train.recipe import TrainingRun
 
 

@@ -29,10 +29,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from deltalab.atomic import atomic_dir
-from deltalab.config import RuntimeParams, TrainParams
 from deltalab.errors import DataError
 from deltalab.models import configure_torch, load_causal_lm, save_checkpoint
+from deltalab.schema.runtime import RuntimeParams
 from deltalab.train.logging import dvclive_callback, open_live
+from deltalab.train.params import TrainParams
 
 
 class TrainingRun:

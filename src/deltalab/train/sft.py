@@ -14,8 +14,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from deltalab.config import SFTParams
 from deltalab.tokens import inject_mul_tokens
+from deltalab.train.params import SFTParams
 from deltalab.train.recipe import TrainingRun
 
 
