@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
+from deltalab.atomic import atomic_file
 from deltalab.errors import ConfigError, DataError
 from deltalab.search.params import SearchParams
 
@@ -322,10 +324,6 @@ def select(rows: Sequence[dict[str, Any]], rule: str) -> dict[str, Any]:
 def write_trials(rows: Sequence[dict[str, Any]], report_dir: Path, plots_dir: Path) -> None:
     """`trials.csv` and `pareto.csv` into the (already atomic) report directory, in trial order,
     and into the plot-data directory, the front sorted by perplexity as `dvc plots` draws it."""
-    import pandas as pd
-
-    from deltalab.atomic import atomic_file
-
     trials, front = pd.DataFrame(rows), pd.DataFrame([r for r in rows if r["pareto"]])
     trials.to_csv(report_dir / "trials.csv", index=False)
     front.to_csv(report_dir / "pareto.csv", index=False)

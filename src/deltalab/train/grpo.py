@@ -122,7 +122,9 @@ def reward_by_fifth(log_history: Sequence[dict], max_steps: int) -> list[float]:
     return [sum(v) / len(v) if v else float("nan") for v in fifths]
 
 
-def rlvr_summary(log_history: Sequence[dict], max_steps: int, before, after) -> dict[str, float]:
+def rlvr_summary(
+    log_history: Sequence[dict], max_steps: int, before: Sequence[bool], after: Sequence[bool]
+) -> dict[str, float]:
     """What the rlvr stage records: the reward of the first and last fifth of training, and the
     parent's and the trained model's greedy correctness on the held-out prompts, paired."""
     fifths = reward_by_fifth(log_history, max_steps)
