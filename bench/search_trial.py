@@ -94,7 +94,7 @@ def _scales(trials: int) -> list[list[float]]:
 
 def _score(model, tokenizer, questions, cfg) -> dict[str, float]:
     from deltalab.search.objectives import prompt_perplexity
-    from deltalab.search.queries import vote
+    from deltalab.search.voting import vote
 
     t0 = time.perf_counter()
     vote(model, tokenizer, questions, cfg)

@@ -13,7 +13,8 @@ from deltalab.evaluation.scoring import load_gsm8k
 from deltalab.models import configure_torch
 from deltalab.search.live_model import open_live_model
 from deltalab.search.params import VECTORS
-from deltalab.search.queries import difficulty_metrics, difficulty_table, vote
+from deltalab.search.queries import difficulty_metrics, difficulty_table
+from deltalab.search.voting import vote
 
 
 def main(params, cond: str, seed: int) -> None:

@@ -18,7 +18,8 @@ from deltalab.errors import CheckpointError, DataError
 from deltalab.evaluation.generation import format_prompt
 from deltalab.merging.live import LiveMerge
 from deltalab.search.params import SearchParams
-from deltalab.search.queries import consistency, vote
+from deltalab.search.queries import consistency
+from deltalab.search.voting import vote
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Label-free query scoring: answer consistency over sampled votes, difficulty, easy/hard sampling.
+"""Label-free query scoring: answer consistency over votes, difficulty, easy/hard sampling.
+
+Tables only (pandas, no model): the votes themselves come from `search.voting`.
 
 Gold answers ride along for inspection only; nothing here uses them to score a model.
 """
@@ -14,10 +16,6 @@ from typing import Any
 import pandas as pd
 
 from deltalab.errors import DataError
-from deltalab.evaluation.answers import extract_answer
-from deltalab.evaluation.generation import format_prompt
-from deltalab.evaluation.sampling import generate_samples
-from deltalab.search.params import VotingParams
 
 NO_ANSWER = None
 
@@ -34,15 +32,6 @@ def consistency(answers: Sequence[str | None]) -> tuple[float, str | None]:
     best = max(counts.values())
     winner = next(a for a in answers if counts[a] == best)
     return (0.0 if winner is NO_ANSWER else best / len(answers)), winner
-
-
-def vote(model, tokenizer, questions: Sequence[str], cfg: VotingParams, desc: str = "votes"):
-    """`cfg.votes` sampled, extracted answers per question (common random numbers: the same
-    uniforms for every model, so two models' votes differ only where their distributions do)."""
-    samples = generate_samples(
-        model, tokenizer, [format_prompt(q) for q in questions], **cfg.sampling_kwargs(), desc=desc
-    )
-    return [[extract_answer(s.text) for s in row] for row in samples]
 
 
 def difficulty_table(
