@@ -1,10 +1,9 @@
 """analyze_deltas@<cond>-<seed>: how each post-training stage moved the weights of one member.
 
-Pairs come from `analyze_deltas.pairs` (default pretrain→sft_tulu, sft_tulu→sft_gsm8k,
-sft_tulu→rlvr, sft_gsm8k→dpo); every name is the checkpoint `models/<cond>/seed<seed>/<name>/`.
-Deltas that share a base are compared with each other; `analyze_deltas.contrast` (default
-sft_gsm8k vs rlvr, both from sft_tulu) is compared head-to-head with the published SFT-vs-RLVR
-numbers. Writes metrics/deltas/<cond>-<seed>.json (numbers only) and
+Pairs come from `study.deltas` (every name is the checkpoint `models/<cond>/seed<seed>/<name>/`),
+each delta's method from its checkpoint's recipe; how they are measured from `analyze_deltas`.
+Deltas that share a base are compared with each other; `study.contrast` is compared head-to-head
+with the published SFT-vs-RLVR numbers. Writes metrics/deltas/<cond>-<seed>.json (numbers only) and
 reports/deltas/<cond>-<seed>/; a member outside the delta track, a bad contrast or a missing
 checkpoint fails before anything is read or written.
 """
@@ -13,16 +12,22 @@ from deltalab import paths, stage
 from deltalab.atomic import atomic_dir, write_json
 from deltalab.deltas.analysis import DeltaInput, analyze
 from deltalab.deltas.contrasts import check_contrast
+from deltalab.deltas.params import AnalyzeDeltasParams
 from deltalab.deltas.report import write_report
 from deltalab.deltas.summary import metrics
 from deltalab.errors import CheckpointError
 from deltalab.models import configure_torch
+from deltalab.schema.study import delta_labels, delta_methods
 from deltalab.tensors.reader import Checkpoint
 
 
 def main(params, cond: str, seed: int) -> None:
-    cfg = params.analyze_deltas
-    members = cfg.deltas()  # (label, base, finetuned)
+    cfg = AnalyzeDeltasParams(
+        **params.analyze_deltas.model_dump(),
+        contrast=params.study.contrast,
+        methods=delta_methods(params.study.deltas, params.study.checkpoints),
+    )
+    members = delta_labels(params.study.deltas)  # (label, base, finetuned)
     check_contrast({label: base for label, base, _ in members}, cfg.contrast)
     opened: dict[str, Checkpoint] = {}
     for name in dict.fromkeys(n for _, base, ft in members for n in (base, ft)):

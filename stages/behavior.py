@@ -4,6 +4,7 @@ post-trained checkpoints on the same GSM8K test questions, with paired compariso
 from deltalab import paths, stage
 from deltalab.errors import CheckpointError
 from deltalab.evaluation.behavior import run_behavior
+from deltalab.evaluation.params import BehaviorParams
 from deltalab.evaluation.scoring import load_gsm8k
 from deltalab.models import configure_torch
 from deltalab.report.behavior import write_behavior
@@ -11,7 +12,10 @@ from deltalab.report.behavior import write_behavior
 
 def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
-    p = params.behavior
+    plan = params.study.behavior
+    p = BehaviorParams(
+        **params.behavior.model_dump(), models=plan.models, pairs=[list(x) for x in plan.pairs]
+    )
     checkpoints = {model: paths.checkpoint(cond, seed, model) for model in p.models}
     for model, path in checkpoints.items():  # fail before any model is loaded
         if not (path / "config.json").is_file():

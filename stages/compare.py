@@ -6,7 +6,7 @@ figures."""
 
 import json
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.evaluation.compare import (
     compare_prediction_files,
     compare_stage_files,
@@ -17,7 +17,7 @@ from deltalab.report.evaluation import accuracy_table, plot_accuracy, write_plot
 
 
 def main(params) -> None:
-    models, track = params.evaluate.models, params.evaluate.track_models
+    models, track = params.study.evaluate, params.study.evaluate_track
     keys = [(c, s, m) for c in params.conditions for s in params.seeds for m in models]
     keys += [
         (c, s, m)
@@ -28,9 +28,10 @@ def main(params) -> None:
     files = {k: paths.predictions(*k) for k in keys}
     # The delta-track models exist for delta_track.conditions only: compared across conditions
     # where both have them, and against their parents within each condition.
-    result = compare_prediction_files(files, params.compare, skip_unpaired_models=True)
-    stage_pairs = [(lineage.PARENTS[m], m) for m in track]
-    stage_pairs += [(a, b) for a, b in lineage.RIVALS if a in track and b in track]
+    conditions = params.study.compare_conditions
+    result = compare_prediction_files(files, params.compare, conditions, skip_unpaired_models=True)
+    stage_pairs = [(params.study.checkpoints[m].parent, m) for m in track]
+    stage_pairs += [(a, b) for a, b in params.study.rivals if a in track and b in track]
     result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
 
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}
@@ -38,7 +39,7 @@ def main(params) -> None:
     write_plot_data(table, paths.EVAL_PLOTS, [*models, *track])
     plot_accuracy(table, models, paths.ACCURACY_FIGURE, branches=track)
     write_compare(paths.COMPARE, result)
-    print(compare_summary(result, models))
+    print(compare_summary(result, models, conditions))
 
 
 if __name__ == "__main__":

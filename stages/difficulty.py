@@ -7,7 +7,7 @@ consistency over the two models; queries above `difficulty.threshold` are marked
 data/search/<cond>/seed<seed>/difficulty.parquet (per-query details), metrics/difficulty/.
 """
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.atomic import atomic_file
 from deltalab.evaluation.scoring import load_gsm8k
 from deltalab.models import configure_torch
@@ -22,8 +22,8 @@ def main(params, cond: str, seed: int) -> None:
     cfg = params.difficulty
     pool = load_gsm8k(paths.SEARCH_POOL, limit=cfg.pool_limit)
     lm = open_live_model(
-        paths.checkpoint(cond, seed, lineage.VECTOR_BASE),
-        paths.vector_files(cond, seed),
+        paths.checkpoint(cond, seed, params.study.task_vectors.base),
+        paths.vector_files(cond, seed, VECTORS),
         runtime=params.runtime,
     )
     questions = [row["question"] for row in pool]

@@ -7,7 +7,7 @@ masks/<cond>/seed<seed>/<method>.safetensors (packed bits); Jaccard of every pai
 tensor, beside the random expectation → metrics/masks/<cond>-<seed>.json, reports/masks/<member>/.
 """
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.data.preferences import preference_pairs
 from deltalab.errors import CheckpointError
@@ -17,14 +17,14 @@ from deltalab.masks.fisher import checkpoint_fisher
 from deltalab.masks.report import plot_layers, summary
 from deltalab.models import configure_torch
 from deltalab.tensors.reader import Checkpoint
-from deltalab.tokens import condition_transform
 
 
 def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     cfg = params.masks
-    base = Checkpoint(paths.checkpoint(cond, seed, lineage.PARENTS[lineage.MASK_RUN]))
-    tuned = Checkpoint(paths.checkpoint(cond, seed, lineage.MASK_RUN))
+    run = params.study.masks_from
+    base = Checkpoint(paths.checkpoint(cond, seed, params.study.checkpoints[run].parent))
+    tuned = Checkpoint(paths.checkpoint(cond, seed, run))
     names = eligible([n for n in base.tensors if base.info(n).is_float], cfg.exclude)
     if not names:
         raise CheckpointError(f"{base.path}: no tensor left after masks.exclude={cfg.exclude}")
@@ -35,11 +35,11 @@ def main(params, cond: str, seed: int) -> None:
         )  # the dpo stage's training pairs
         fisher = checkpoint_fisher(
             tuned.path, base.path, params.runtime.device, pairs[: cfg.fisher_samples],
-            params.dpo.beta, names, condition_transform(cond), max_length=params.dpo.max_length,
+            params.dpo.beta, names, stage.transform(params, cond), max_length=params.dpo.max_length,
         )  # fmt: skip
     sources = score_sources(
         base, tuned, names, cfg.methods,
-        moments=paths.dpo_exp_avg(cond, seed), fisher=fisher, seed=cfg.seed,
+        moments=paths.exp_avg(cond, seed, run), fisher=fisher, seed=cfg.seed,
     )  # fmt: skip
     meta = {"density": repr(cfg.density), "selection": cfg.selection, "seed": str(cfg.seed)}
     meta |= {"base": str(base.path), "finetuned": str(tuned.path)}

@@ -8,12 +8,13 @@ sft_gsm8k and rlvr on the same questions → metrics/merge/<cond>-<seed>.json,
 reports/merge/<cond>-<seed>/ (predictions).
 """
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.evaluation.params import EvaluateParams
 from deltalab.evaluation.scoring import evaluate_model, load_gsm8k, write_predictions
 from deltalab.merging.disk import merge
 from deltalab.models import configure_torch
+from deltalab.schema.study import made_by
 from deltalab.search.live_model import open_live_model
 from deltalab.search.merged import apply_dense_merge, chosen_scales, compare_with_references
 from deltalab.search.params import VECTORS
@@ -25,13 +26,15 @@ def main(params, cond: str, seed: int) -> None:
     search = paths.dots_metrics("search", cond, seed)
     scales, source = chosen_scales(cfg, search, f"search@{member}")
     rows = load_gsm8k(paths.dataset("gsm8k", "test"), limit=params.evaluate.gsm8k_limit)
-    sources = [paths.checkpoint(cond, seed, lineage.VECTOR_SOURCES[v]) for v in VECTORS]
-    base_dir = paths.checkpoint(cond, seed, lineage.VECTOR_BASE)
-    lm = open_live_model(base_dir, paths.vector_files(cond, seed), runtime=params.runtime)
+    triple, (merged,) = params.study.task_vectors, made_by(params.study.checkpoints, "merge")
+    named = {v: getattr(triple, v) for v in VECTORS}
+    sources = [paths.checkpoint(cond, seed, named[v]) for v in VECTORS]
+    base_dir = paths.checkpoint(cond, seed, triple.base)
+    lm = open_live_model(base_dir, paths.vector_files(cond, seed, VECTORS), runtime=params.runtime)
     merge(
         lm.base,
         list(zip(lm.vectors, scales, strict=True)),
-        paths.checkpoint(cond, seed, "merged"),
+        paths.checkpoint(cond, seed, merged),
         dtype=cfg.dtype,
     )
 
@@ -41,7 +44,7 @@ def main(params, cond: str, seed: int) -> None:
         probes=False,
     )
     predictions = {}
-    for name, s in {"merged": scales, "sparse_1_1": [1.0, 1.0]}.items():
+    for name, s in {merged: scales, "sparse_1_1": [1.0, 1.0]}.items():
         lm.live.apply(s)
         predictions[name] = evaluate_model(lm.model, lm.tokenizer, rows, None, eval_cfg).predictions
     apply_dense_merge(lm.model, lm.base, sources, [1.0, 1.0], paths.vectors(cond, seed).parent)
@@ -49,10 +52,7 @@ def main(params, cond: str, seed: int) -> None:
         lm.model, lm.tokenizer, rows, None, eval_cfg
     ).predictions
 
-    references = {
-        lineage.VECTOR_SOURCES[v]: paths.predictions(cond, seed, lineage.VECTOR_SOURCES[v])
-        for v in VECTORS
-    }
+    references = {named[v]: paths.predictions(cond, seed, named[v]) for v in VECTORS}
     result = compare_with_references(predictions, references, cfg)
     result["scales"] = {"scale_sft": scales[0], "scale_rlvr": scales[1], "source": source}
     with atomic_dir(paths.member_report("merge", cond, seed)) as tmp:

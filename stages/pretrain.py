@@ -1,20 +1,21 @@
-"""pretrain@<cond>-<seed>: GPT-2 from scratch on the corpus (mul tokens injected for mul_tokens),
-or import of an existing checkpoint when `pretrain.import_from` is set."""
+"""The pretrain recipe, <checkpoint>@<cond>-<seed>: GPT-2 from scratch on the corpus (rewritten by
+the condition's transform, `study.transforms`), or import of an existing checkpoint when
+`pretrain.import_from` is set."""
 
 from transformers import AutoTokenizer
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.models import build_gpt2, import_pretrained
-from deltalab.tokens import condition_transform
 from deltalab.train.pretrain import pretrain_trainer
 from deltalab.train.recipe import TrainingRun
 
 
-def main(params, cond: str, seed: int) -> None:
+def main(params, checkpoint: str, cond: str, seed: int) -> None:
+    stage.made_here(params, checkpoint, "pretrain")
     cfg = params.pretrain
-    out = paths.checkpoint(cond, seed, "pretrain")
-    logs = paths.train_metrics("pretrain", cond, seed)
+    out = paths.checkpoint(cond, seed, checkpoint)
+    logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
         tokenizer = AutoTokenizer.from_pretrained(paths.TOKENIZER)
         if cfg.import_from:
@@ -26,7 +27,7 @@ def main(params, cond: str, seed: int) -> None:
             )
             run.summary["imported"] = 1
         else:
-            rewrite = condition_transform(cond)
+            rewrite = stage.transform(params, cond)
             corpus = {
                 split: [
                     rewrite(r["text"]) for r in read_jsonl(paths.dataset("corpus", split), ["text"])
@@ -42,4 +43,4 @@ def main(params, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str, seed=int)
+    stage.run(main, checkpoint=str, cond=str, seed=int)

@@ -1,9 +1,8 @@
-"""rlvr@<cond>-<seed> (delta track): GRPO from sft_tulu on the RLVR prompts with a verifiable
-reward (extracted answer == gold). sft_tulu is also sft_gsm8k's parent, so the SFT and RLVR task
-vectors share a base. Greedy accuracy on held-out prompts is measured before and after training
-and compared with an exact McNemar test."""
+"""The rlvr recipe, <checkpoint>@<cond>-<seed>: GRPO from the declared parent on the RLVR prompts
+with a verifiable reward (extracted answer == gold). Greedy accuracy on held-out prompts is measured
+before and after training and compared with an exact McNemar test."""
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.errors import DataError
 from deltalab.train.grpo import (
     greedy_correct,
@@ -15,7 +14,8 @@ from deltalab.train.grpo import (
 from deltalab.train.recipe import TrainingRun
 
 
-def main(params, cond: str, seed: int) -> None:
+def main(params, checkpoint: str, cond: str, seed: int) -> None:
+    spec = stage.made_here(params, checkpoint, "rlvr")
     cfg = params.rlvr
     source = paths.dataset("rlvr", "train")
     rows = load_rlvr_rows(source)
@@ -23,10 +23,10 @@ def main(params, cond: str, seed: int) -> None:
         raise DataError(f"{source}: {len(rows)} prompts, but rlvr.test_size is {cfg.test_size}")
     test, train = rows[: cfg.test_size], rows[cfg.test_size :]
 
-    out = paths.checkpoint(cond, seed, "rlvr")
-    logs = paths.train_metrics("rlvr", cond, seed)
+    out = paths.checkpoint(cond, seed, checkpoint)
+    logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
-        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, lineage.PARENTS["rlvr"]))
+        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, spec.parent))
 
         def held_out() -> list[bool]:
             return greedy_correct(
@@ -41,7 +41,7 @@ def main(params, cond: str, seed: int) -> None:
         summary = rlvr_summary(trainer.state.log_history, cfg.max_steps, before, after)
         run.summary.update(summary)
         print(
-            f"rlvr {cond}/seed{seed}: reward {summary['reward/first_fifth']:.3f} -> "
+            f"{checkpoint} {cond}/seed{seed}: reward {summary['reward/first_fifth']:.3f} -> "
             f"{summary['reward/last_fifth']:.3f} (first/last fifth); held-out greedy "
             f"{summary['heldout/parent_accuracy']:.3f} -> {summary['heldout/accuracy']:.3f} "
             f"(McNemar p={summary['heldout/mcnemar_p']:.2g})"
@@ -50,4 +50,4 @@ def main(params, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str, seed=int)
+    stage.run(main, checkpoint=str, cond=str, seed=int)

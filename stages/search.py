@@ -9,11 +9,12 @@ a journal file under .deltalab/studies/) so a killed search resumes its finished
 metrics/search/<cond>-<seed>.json (the chosen point by `search.select`).
 """
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.models import configure_torch
 from deltalab.search.live_model import open_live_model
 from deltalab.search.objectives import SearchObjective
+from deltalab.search.params import VECTORS
 from deltalab.search.plots import plot_search
 from deltalab.search.queries import load_queries
 from deltalab.search.study import (
@@ -36,8 +37,8 @@ def main(params, cond: str, seed: int) -> None:
     member = paths.member(cond, seed)
     queries_file = paths.queries(cond, seed)
     questions = load_queries(queries_file, member)
-    base_dir = paths.checkpoint(cond, seed, lineage.VECTOR_BASE)
-    vector_files = paths.vector_files(cond, seed)
+    base_dir = paths.checkpoint(cond, seed, params.study.task_vectors.base)
+    vector_files = paths.vector_files(cond, seed, VECTORS)
     storage = open_storage(cfg.storage, default_storage_path(member))  # fail before loading
     lm = open_live_model(base_dir, vector_files, runtime=params.runtime)
     metas = list(zip(vector_files, [v.meta for v in lm.vectors], strict=True))

@@ -1,15 +1,16 @@
-"""sft_gsm8k@<cond>-<seed>: GSM8K SFT from sft_tulu, then measure how often greedy answers to
-held-out questions stop with EOS (the original study's models never stopped)."""
+"""The sft_gsm8k recipe, <checkpoint>@<cond>-<seed>: GSM8K SFT from the declared parent, then
+measure how often greedy answers to held-out questions stop with EOS (the original study's models
+never stopped)."""
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.evaluation.generation import format_prompt, generate_greedy
-from deltalab.tokens import condition_transform
 from deltalab.train.recipe import TrainingRun
 from deltalab.train.sft import gsm8k_to_messages, rewrite_assistant_turns, sft_trainer, with_replay
 
 
-def main(params, cond: str, seed: int) -> None:
+def main(params, checkpoint: str, cond: str, seed: int) -> None:
+    spec = stage.made_here(params, checkpoint, "sft_gsm8k")
     cfg = params.sft_gsm8k
     rows = read_jsonl(paths.dataset("gsm8k", "train"), ["question", "answer"])
     rows = rows[: cfg.max_train_samples]
@@ -19,14 +20,14 @@ def main(params, cond: str, seed: int) -> None:
     if cfg.replay_tulu_fraction:
         tulu = read_jsonl(paths.dataset("tulu", "train"), ["messages"])
         train = with_replay(train, tulu, cfg.replay_tulu_fraction, seed)
-    rewrite = condition_transform(cond)
+    rewrite = stage.transform(params, cond)
     train, val = rewrite_assistant_turns(train, rewrite), rewrite_assistant_turns(val, rewrite)
     held_out = read_jsonl(paths.dataset("gsm8k", "test"), ["question"])[: cfg.stop_eval_questions]
 
-    out = paths.checkpoint(cond, seed, "sft_gsm8k")
-    logs = paths.train_metrics("sft_gsm8k", cond, seed)
+    out = paths.checkpoint(cond, seed, checkpoint)
+    logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
-        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "sft_tulu"))
+        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, spec.parent))
         run.train(sft_trainer(model, tokenizer, run, cfg, train, val))
 
         model.eval()
@@ -43,4 +44,4 @@ def main(params, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str, seed=int)
+    stage.run(main, checkpoint=str, cond=str, seed=int)

@@ -1,26 +1,27 @@
-"""sft_tulu@<cond>-<seed>: instruction SFT (Tulu-3-style chat mixture) from the pretrained model."""
+"""The sft_tulu recipe, <checkpoint>@<cond>-<seed>: instruction SFT (Tulu-3-style chat mixture) from
+the declared parent."""
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
-from deltalab.tokens import condition_transform
 from deltalab.train.recipe import TrainingRun
 from deltalab.train.sft import rewrite_assistant_turns, sft_trainer
 
 
-def main(params, cond: str, seed: int) -> None:
+def main(params, checkpoint: str, cond: str, seed: int) -> None:
+    spec = stage.made_here(params, checkpoint, "sft_tulu")
     cfg = params.sft_tulu
-    rewrite = condition_transform(cond)
+    rewrite = stage.transform(params, cond)
     train = read_jsonl(paths.dataset("tulu", "train"), ["messages"])[: cfg.max_train_samples]
     val = read_jsonl(paths.dataset("tulu", "val"), ["messages"])
     train, val = rewrite_assistant_turns(train, rewrite), rewrite_assistant_turns(val, rewrite)
 
-    out = paths.checkpoint(cond, seed, "sft_tulu")
-    logs = paths.train_metrics("sft_tulu", cond, seed)
+    out = paths.checkpoint(cond, seed, checkpoint)
+    logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
-        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, "pretrain"))
+        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, spec.parent))
         run.train(sft_trainer(model, tokenizer, run, cfg, train, val))
         run.save(model, tokenizer)
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str, seed=int)
+    stage.run(main, checkpoint=str, cond=str, seed=int)

@@ -5,7 +5,7 @@ norm-preserving rescale → vectors/<cond>/seed<seed>/{sft,rlvr}.safetensors; me
 sign conflict and overlap of the two sparse vectors, their magnitude ratio.
 """
 
-from deltalab import lineage, paths, stage
+from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.merging.compare import compare_vectors, pair_metrics
 from deltalab.merging.vectors import TaskVector, build_task_vectors
@@ -17,10 +17,9 @@ from deltalab.tensors.reader import Checkpoint
 def main(params, cond: str, seed: int) -> None:
     configure_torch(params.runtime)
     cfg = params.task_vectors
-    base = Checkpoint(paths.checkpoint(cond, seed, lineage.VECTOR_BASE))
-    sources = {
-        v: Checkpoint(paths.checkpoint(cond, seed, lineage.VECTOR_SOURCES[v])) for v in VECTORS
-    }
+    triple = params.study.task_vectors
+    base = Checkpoint(paths.checkpoint(cond, seed, triple.base))
+    sources = {v: Checkpoint(paths.checkpoint(cond, seed, getattr(triple, v))) for v in VECTORS}
     ratios = {v: cfg.ratio(v) for v in VECTORS}
     with atomic_dir(paths.vectors(cond, seed)) as tmp:
         for ratio in dict.fromkeys(ratios.values()):  # vectors of one ratio: one pass over the base

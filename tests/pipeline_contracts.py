@@ -213,7 +213,11 @@ def check_declared_params_exist(dvc: Mapping, root_model: type[BaseModel]) -> li
     for stage in load_stages(dvc):
         for entry in declared_params(stage):
             model: type[BaseModel] | None = root_model
+            mapping_values: type[BaseModel] | None = None  # after a dict[str, Model] field
             for i, part in enumerate(entry.split(".")):
+                if mapping_values is not None:  # a key of a mapping: any name, then its model
+                    model, mapping_values = mapping_values, None
+                    continue
                 if model is None or part not in model.model_fields:
                     known = ".".join(entry.split(".")[:i]) or "<top level>"
                     problems.append(
@@ -221,8 +225,19 @@ def check_declared_params_exist(dvc: Mapping, root_model: type[BaseModel]) -> li
                         f"({part!r} is not a field of {known})"
                     )
                     break
-                model = nested_model(model.model_fields[part].annotation)
+                annotation = model.model_fields[part].annotation
+                model = nested_model(annotation)
+                if typing.get_origin(annotation) is dict:
+                    mapping_values = nested_model(typing.get_args(annotation)[1])
     return problems
+
+
+def _is_mapping(root_model: type[BaseModel], entry: str) -> bool:
+    """Whether `section.key` is a `dict[...]` field."""
+    section, _, key = entry.partition(".")
+    sub = nested_model(root_model.model_fields[section].annotation) if key else None
+    field = sub.model_fields.get(key) if sub is not None else None
+    return field is not None and typing.get_origin(field.annotation) is dict
 
 
 def check_stage_params(
@@ -255,6 +270,10 @@ def check_stage_params(
             label = region.path.relative_to(repo_root).as_posix()
             for read in params_reads(region, root_model, label):
                 if read.section in declared or read.entry in declared:
+                    continue
+                if _is_mapping(root_model, read.entry) and any(
+                    d.startswith(f"{read.entry}.") for d in declared
+                ):  # a mapping read by a key chosen at run time: the stage declares its key
                     continue
                 undeclared.setdefault(read.entry, []).append(read.where)
         for entry, where in sorted(undeclared.items()):

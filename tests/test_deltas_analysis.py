@@ -20,6 +20,7 @@ from deltalab.errors import CheckpointError
 from deltalab.tensors.reader import Checkpoint
 from deltalab.tensors.topk import topk_count, topk_mask_reference
 from tests.deltas_fixtures import build, finetune, save, state_dict
+from tests.tiny import tiny_raw
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +284,7 @@ def test_stage_writes_metrics_and_report(tmp_path, monkeypatch):
     spec.loader.exec_module(stage)
     monkeypatch.chdir(tmp_path)
     pairs = [["pretrain", "sft_tulu"], ["sft_tulu", "sft_gsm8k"]]
-    stage.main(parse_params({"analyze_deltas": {"pairs": pairs, "contrast": []}}), "baseline", 0)
+    stage.main(parse_params(tiny_raw({"study": {"deltas": pairs, "contrast": []}})), "baseline", 0)
     m = json.loads((tmp_path / "metrics" / "deltas" / "baseline-0.json").read_text())
     assert _numbers_only(m)
     assert set(m["deltas"]) == {"sft_tulu", "sft_gsm8k"} and "pairs" not in m  # no shared base

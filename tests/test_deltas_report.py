@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from deltalab.cli import main as cli_main
 from deltalab.deltas.analysis import DeltaInput, analyze
@@ -26,6 +27,7 @@ from deltalab.deltas.summary import claims, metrics, summarize, summary
 from deltalab.errors import CheckpointError, ConfigError
 from deltalab.tensors.reader import Checkpoint
 from tests.deltas_fixtures import UP, Q, contrast_tensors, save_tensors
+from tests.tiny import tiny_raw
 
 ROOT = Path(__file__).parents[1]
 
@@ -60,10 +62,13 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     return {k: save_tensors(v, tmp / k) for k, v in contrast_tensors().items()}
 
 
+METHODS = {"methods": {"sft": "sft", "rl": "rlvr"}}  # declared, as the pipeline's study does
+
+
 def run(ckpts: dict[str, Path], order=("sft", "rl"), **params):
     base = Checkpoint(ckpts["base"])
     deltas = [DeltaInput(k, base, Checkpoint(ckpts[k])) for k in order]
-    params = {"top_ratio": 0.25, "contrast": [("sft", "rl")]} | params
+    params = {"top_ratio": 0.25, "contrast": [("sft", "rl")]} | METHODS | params
     return analyze(deltas, AnalyzeDeltasParams(**params), progress=False)
 
 
@@ -203,15 +208,21 @@ def _pipeline(root: Path, cond: str = "baseline", seed: int = 1, skip: str = "")
             save_tensors(tensors, root / "models" / cond / f"seed{seed}" / name)
 
 
-def _params(analyze_deltas: dict, delta_seeds=(1,)):
+def _params(overrides: dict, delta_seeds=(1,)):
+    """The tiny profile on seed 1, `contrast` into the study, the rest into analyze_deltas."""
     from deltalab.config import parse_params
 
+    overrides = dict(overrides)
+    study = {"contrast": overrides.pop("contrast")} if "contrast" in overrides else {}
     return parse_params(
-        {
-            "seeds": [0, 1],
-            "delta_track": {"seeds": list(delta_seeds)},
-            "analyze_deltas": analyze_deltas,
-        }
+        tiny_raw(
+            {
+                "seeds": [0, 1],
+                "delta_track": {"seeds": list(delta_seeds)},
+                "analyze_deltas": overrides,
+                "study": study,
+            }
+        )
     )
 
 
@@ -248,7 +259,12 @@ def test_stage_writes_contrast_metrics_and_report(tmp_path, monkeypatch):
     ("params", "delta_seeds", "error", "match"),
     [
         ({}, (1,), CheckpointError, r"'rlvr': models/baseline/seed1/rlvr: no such checkpoint"),
-        ({"contrast": [["sft_gsm8k", "masked_dpo"]]}, (1,), ConfigError, r"'masked_dpo' is not"),
+        (
+            {"contrast": [["sft_gsm8k", "masked_dpo"]]},
+            (1,),
+            ConfigError,
+            r"two different delta labels",
+        ),
         ({"contrast": [["sft_tulu", "rlvr"]]}, (1,), ConfigError, r"different bases"),
     ],
 )
@@ -264,7 +280,9 @@ def test_stage_fails_before_writing_anything(
 
 def test_stage_command_line_exits_2_naming_the_missing_checkpoint(tmp_path):
     _pipeline(tmp_path, seed=0, skip="dpo")
-    (tmp_path / "params.yaml").write_text("analyze_deltas: {top_ratio: 0.25}\n")
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(tiny_raw({"analyze_deltas": {"top_ratio": 0.25}}))
+    )
     command = [sys.executable, str(ROOT / "stages/analyze_deltas.py")]
     proc = subprocess.run(
         [*command, "--cond", "baseline", "--seed", "0"],
@@ -289,6 +307,9 @@ def test_cli_contrasts_every_pair_by_default(ckpts, tmp_path, capsys):
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "sft_vs_rl: ‖τ_a‖/‖τ_b‖ = 41.3× (published ~30×): holds" in printed
+    assert "rl: bf16-unchanged" not in printed  # no method declared: no per-method claim
+    assert cli_main([*args, "--method", "rl=rlvr", "--method", "sft=sft"]) == 0
+    printed = capsys.readouterr().out
     assert "rl: bf16-unchanged = 75.0% (published 70–95% unchanged): holds" in printed
     assert "### sft vs rl: head-to-head" in (out / "report.md").read_text()
 

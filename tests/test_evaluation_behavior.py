@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from deltalab.config import parse_params
 from deltalab.data.jsonl import write_jsonl
 from deltalab.data.synthetic import generate_problems, gsm8k_rows
-from deltalab.errors import CheckpointError, DataError
+from deltalab.errors import CheckpointError, ConfigError, DataError
 from deltalab.evaluation.behavior import (
     compare_models,
     distinct_ngram_ratio,
@@ -33,6 +33,7 @@ from deltalab.evaluation.behavior import (
 from deltalab.evaluation.generation import Generation
 from deltalab.evaluation.params import BehaviorParams
 from deltalab.evaluation.stats import paired_bootstrap_ci
+from tests.tiny import tiny_raw
 
 from .evaluation_fixtures import build_model, build_tokenizer
 
@@ -242,16 +243,25 @@ def test_compare_models() -> None:
 
 
 def test_params() -> None:
-    p = BehaviorParams()
-    assert p.models == ["sft_tulu", "sft_gsm8k", "rlvr", "dpo"] and p.samples == 8
+    p = BehaviorParams(models=["a", "b"], pairs=[["b", "a"]])
+    assert p.models == ["a", "b"] and p.samples == 8
+    with pytest.raises(ValidationError, match="models"):
+        BehaviorParams()  # which checkpoints is the study's to say: no default
     with pytest.raises(ValidationError, match="not in models"):
-        BehaviorParams(models=["sft_tulu", "rlvr"])  # default pairs name sft_gsm8k and dpo
+        BehaviorParams(models=["sft_tulu", "rlvr"], pairs=[["dpo", "rlvr"]])
     with pytest.raises(ValidationError, match="two different"):
         BehaviorParams(models=["rlvr"], pairs=[["rlvr", "rlvr"]])
     with pytest.raises(ValidationError):
         BehaviorParams(models=["sft_tulu", "sft_tulu"], pairs=[])
+    with pytest.raises(ConfigError, match="behavior.pairs"):  # the study checks its pairs too
+        parse_params(
+            tiny_raw({"study": {"behavior": {"models": ["rlvr"], "pairs": [["dpo", "rlvr"]]}}})
+        )
     assert (
-        parse_params({"behavior": {"temperature": 1, "questions": None}}).behavior.questions is None
+        parse_params(
+            tiny_raw({"behavior": {"temperature": 1, "questions": None}})
+        ).behavior.questions
+        is None
     )
 
 
@@ -306,7 +316,7 @@ def _restore_torch_threads():
 def run_stage(root: Path, monkeypatch, behavior=BEHAVIOR) -> dict[str, bytes]:
     monkeypatch.chdir(root)
     runtime = {"device": "cpu", "torch_threads": 1}
-    params = parse_params({"runtime": runtime, "behavior": behavior})
+    params = parse_params(tiny_raw({"runtime": runtime, "behavior": behavior}))
     load_stage().main(params, "baseline", 0)
     return outputs(root)
 

@@ -21,6 +21,7 @@ from deltalab.evaluation.params import CompareParams, EvaluateParams
 from deltalab.evaluation.scoring import write_predictions
 
 PARAMS = CompareParams(n_bootstrap=500, seed=0)
+CONDITIONS = ("baseline", "mul_tokens")  # (reference, treatment)
 FIELDS = {
     "baseline_accuracy",
     "mul_tokens_accuracy",
@@ -81,7 +82,7 @@ def test_single_seed_structure_and_values() -> None:
         ("mul_tokens", 0, "sft_tulu"): records(BASE),
         ("other_condition", 0, "sft_tulu"): records([True]),  # ignored
     }
-    out = build_compare(preds, PARAMS)
+    out = build_compare(preds, PARAMS, CONDITIONS)
     assert set(out) == {"sft_gsm8k", "sft_tulu"}
     entry = out["sft_gsm8k"]
     assert entry["n_seeds"] == 1 and "seeds" not in entry
@@ -116,7 +117,7 @@ def test_single_seed_structure_and_values() -> None:
     # DVC needs numbers and unique flattened names
     flat = flatten(out)
     assert all(isinstance(v, int | float) for v in flat.values())
-    assert build_compare(preds, PARAMS) == out  # deterministic
+    assert build_compare(preds, PARAMS, CONDITIONS) == out  # deterministic
 
 
 def test_several_seeds_pool_and_keep_per_seed_rows() -> None:
@@ -126,7 +127,7 @@ def test_several_seeds_pool_and_keep_per_seed_rows() -> None:
         ("baseline", 1, "m"): records(MUL, PROBES_BASE),
         ("mul_tokens", 1, "m"): records(MUL, PROBES_BASE),
     }
-    out = build_compare(preds, PARAMS)["m"]
+    out = build_compare(preds, PARAMS, CONDITIONS)["m"]
     assert out["n_seeds"] == 2
     assert set(out["seeds"]) == {"seed0", "seed1"}
     assert out["seeds"]["seed0"]["gsm8k"]["difference"] == pytest.approx(2 / 8)
@@ -147,7 +148,7 @@ def test_files_roundtrip_and_bad_predictions(tmp_path: Path) -> None:
         path = tmp_path / cond / "seed0" / "sft_gsm8k.predictions.jsonl"
         write_predictions(path, records(outcomes, PROBES_BASE))
         paths[(cond, 0, "sft_gsm8k")] = path
-    result = compare_prediction_files(paths, PARAMS)
+    result = compare_prediction_files(paths, PARAMS, CONDITIONS)
     write_compare(tmp_path / "compare.json", result)
     assert json.loads((tmp_path / "compare.json").read_text()) == result
 
@@ -158,21 +159,23 @@ def test_files_roundtrip_and_bad_predictions(tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match=rf"{re.escape(str(short))}: missing 2 prediction ids present in .*baseline"
     ):
-        compare_prediction_files(bad, PARAMS)
+        compare_prediction_files(bad, PARAMS, CONDITIONS)
 
     # one condition has no file for this model
     with pytest.raises(
         DataError, match="no predictions for model 'sft_gsm8k', condition 'mul_tokens'"
     ):
         compare_prediction_files(
-            {("baseline", 0, "sft_gsm8k"): paths[("baseline", 0, "sft_gsm8k")]}, PARAMS
+            {("baseline", 0, "sft_gsm8k"): paths[("baseline", 0, "sft_gsm8k")]}, PARAMS, CONDITIONS
         )
 
     # different test sets under the same ids
     other = tmp_path / "other.jsonl"
     write_predictions(other, [{**r, "gold": "999"} for r in records(MUL, PROBES_BASE)])
     with pytest.raises(DataError, match="gold answer of gsm8k:gsm8k-00000 differs"):
-        compare_prediction_files({**paths, ("mul_tokens", 0, "sft_gsm8k"): other}, PARAMS)
+        compare_prediction_files(
+            {**paths, ("mul_tokens", 0, "sft_gsm8k"): other}, PARAMS, CONDITIONS
+        )
 
     # malformed files
     (tmp_path / "empty.jsonl").write_text("")
@@ -188,7 +191,7 @@ def test_files_roundtrip_and_bad_predictions(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"missing\.jsonl: file not found"):
         load_predictions(tmp_path / "missing.jsonl")
     with pytest.raises(DataError, match="no predictions for conditions"):
-        build_compare({}, PARAMS)
+        build_compare({}, PARAMS, CONDITIONS)
 
 
 def test_models_of_one_condition_only() -> None:
@@ -198,12 +201,12 @@ def test_models_of_one_condition_only() -> None:
         ("baseline", 0, "dpo"): records(BASE),  # delta track: baseline only
     }
     with pytest.raises(DataError, match="no predictions for model 'dpo', condition 'mul_tokens'"):
-        build_compare(preds, PARAMS)
-    assert set(build_compare(preds, PARAMS, skip_unpaired_models=True)) == {"sft_gsm8k"}
+        build_compare(preds, PARAMS, CONDITIONS)
+    assert set(build_compare(preds, PARAMS, CONDITIONS, skip_unpaired_models=True)) == {"sft_gsm8k"}
     # a model paired in one seed but not another is still an error
     preds[("baseline", 1, "sft_gsm8k")] = records(BASE)
     with pytest.raises(DataError, match="condition 'mul_tokens', seed 1"):
-        build_compare(preds, PARAMS, skip_unpaired_models=True)
+        build_compare(preds, PARAMS, CONDITIONS, skip_unpaired_models=True)
 
 
 def _write_all(tmp_path: Path, preds: dict) -> dict:
@@ -224,8 +227,8 @@ def test_files_skip_unpaired_models(tmp_path: Path) -> None:
         },
     )
     with pytest.raises(DataError, match="no predictions for model 'dpo'"):
-        compare_prediction_files(files, PARAMS)
-    result = compare_prediction_files(files, PARAMS, skip_unpaired_models=True)
+        compare_prediction_files(files, PARAMS, CONDITIONS)
+    result = compare_prediction_files(files, PARAMS, CONDITIONS, skip_unpaired_models=True)
     assert set(result) == {"sft_gsm8k"}
 
 

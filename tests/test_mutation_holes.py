@@ -15,6 +15,8 @@ from deltalab.tensors.reader import Checkpoint
 from deltalab.tensors.topk import topk_count
 from tests.deltas_fixtures import build, finetune, save
 
+CONDITIONS = ("baseline", "mul_tokens")
+
 
 @pytest.fixture(scope="module")
 def vector(tmp_path_factory):
@@ -89,7 +91,7 @@ def test_pooled_seeds_resample_whole_questions_and_report_that_interval():
     conditions = (("baseline", base), ("mul_tokens", treat))
     preds = {(cond, seed, "m"): records(c) for cond, c in conditions for seed in (0, 1)}
     params = CompareParams(n_bootstrap=4000, confidence=0.95, seed=3)
-    row = build_compare(preds, params)["m"]["gsm8k"]
+    row = build_compare(preds, params, CONDITIONS)["m"]["gsm8k"]
     ids = [f"q{i}" for i in range(n)] * 2
     ref, trt = np.concatenate([base, base]), np.concatenate([treat, treat])
     clustered = paired_bootstrap_ci(ref, trt, n_bootstrap=4000, seed=3, clusters=ids)

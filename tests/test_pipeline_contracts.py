@@ -329,3 +329,83 @@ def test_check_declared_params_exist():
         "<top level>)",
         "stage 's': params entry 'gamma.z' is not in the schema ('z' is not a field of gamma)",
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# dvc.yaml rendered from the study declaration
+# --------------------------------------------------------------------------------------------------
+
+
+def test_dvc_yaml_is_the_rendering_of_the_declared_study():
+    from tools import render_pipeline
+
+    assert render_pipeline.main(["--check"]) == 0, "run `python tools/render_pipeline.py --write`"
+
+
+def _render(raw: dict) -> dict:
+    from deltalab.config import parse_params
+    from tools import render_pipeline
+
+    return yaml.safe_load(render_pipeline.render(parse_params(raw)))
+
+
+def test_rendered_stages_follow_the_declared_lineage():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    study = raw["study"]
+    # rename the DPO run and train GRPO from sft_gsm8k instead of sft_tulu
+    study["checkpoints"]["pref"] = study["checkpoints"].pop("dpo")
+    study["checkpoints"]["rlvr"]["parent"] = "sft_gsm8k"
+    study["deltas"] = [["sft_gsm8k", "pref"], ["sft_gsm8k", "rlvr"]]
+    study["masks_from"] = "pref"
+    study["behavior"] = {"models": ["sft_gsm8k", "pref"], "pairs": [["pref", "sft_gsm8k"]]}
+    study["evaluate_track"] = ["rlvr", "pref"]
+    study["rivals"], study["contrast"] = [], []
+    stages = _render(raw)["stages"]
+
+    assert "dpo" not in stages and "pref" in stages
+    pref = stages["pref"]
+    assert pref["cmd"].endswith(
+        "stages/dpo.py --checkpoint pref --cond ${item.cond} --seed ${item.seed}"
+    )
+    assert "models/${item.cond}/seed${item.seed}/pref_exp_avg.safetensors" in pref["outs"]
+    rlvr_deps = [d for d in stages["rlvr"]["deps"] if d.startswith("models/")]
+    assert rlvr_deps == ["models/${item.cond}/seed${item.seed}/sft_gsm8k"]
+    masks = [d for d in stages["masks"]["deps"] if d.startswith("models/")]
+    assert masks == [
+        "models/${item.cond}/seed${item.seed}/sft_gsm8k",
+        "models/${item.cond}/seed${item.seed}/pref",
+        "models/${item.cond}/seed${item.seed}/pref_exp_avg.safetensors",
+    ]
+    analyzed = [
+        d.rsplit("/", 1)[1] for d in stages["analyze_deltas"]["deps"] if d.startswith("models/")
+    ]
+    assert analyzed == ["sft_gsm8k", "rlvr", "pref"]  # declaration order
+    assert (
+        "metrics/train/pref/${item.cond}-${item.seed}/metrics.json" in stages["masked_dpo"]["deps"]
+    )
+
+
+def test_a_study_of_imported_style_pairs_renders_only_the_stages_it_needs():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keep = {"pretrain", "sft_tulu"}
+    raw["study"] = {
+        "checkpoints": {n: s for n, s in raw["study"]["checkpoints"].items() if n in keep},
+        "deltas": [["pretrain", "sft_tulu"]],
+    }
+    stages = _render(raw)["stages"]
+    assert list(stages) == [
+        "prepare_data",
+        "build_tokenizer",
+        "pretrain",
+        "sft_tulu",
+        "analyze_deltas",
+    ]
+
+
+@pytest.mark.parametrize("path", PARAM_FILES[1:], ids=lambda p: p.name)
+def test_every_profile_declares_the_committed_graph(path: Path):
+    """configs/ profiles are used as params.yaml with this dvc.yaml: same declared study."""
+    from deltalab.config import load_params
+    from tools import render_pipeline
+
+    assert render_pipeline.render(load_params(path)) == (ROOT / "dvc.yaml").read_text()

@@ -14,6 +14,7 @@ from deltalab.evaluation.params import CompareParams
 from deltalab.evaluation.stats import seed_interval
 
 PARAMS = CompareParams(n_bootstrap=500, seed=0)
+CONDITIONS = ("baseline", "mul_tokens")
 
 
 def test_seed_interval_matches_scipy_t_interval_and_naive_sd():
@@ -90,7 +91,7 @@ def test_compare_with_three_seeds_has_both_intervals_named_by_their_variance():
         per_seed.append((base, mul))
         expected.append((sum(mul) - sum(base)) / n)
     assert expected == [0.1, -0.2, 0.3]
-    out = build_compare(_seeds(per_seed), PARAMS)["sft_gsm8k"]
+    out = build_compare(_seeds(per_seed), PARAMS, CONDITIONS)["sft_gsm8k"]
     g = out["gsm8k"]
     assert out["n_seeds"] == 3
     for seed, diff in enumerate(expected):
@@ -108,7 +109,9 @@ def test_compare_with_three_seeds_has_both_intervals_named_by_their_variance():
 
 
 def test_compare_with_one_seed_says_so_and_has_no_seed_interval():
-    out = build_compare(_seeds([([True, False, True], [True, True, True])]), PARAMS)["sft_gsm8k"]
+    out = build_compare(_seeds([([True, False, True], [True, True, True])]), PARAMS, CONDITIONS)[
+        "sft_gsm8k"
+    ]
     assert out["n_seeds"] == 1
     assert "seeds" not in out
     assert not [k for k in out["gsm8k"] if k.startswith("seeds_")]

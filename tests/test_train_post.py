@@ -23,6 +23,7 @@ from deltalab.models import build_gpt2, load_model, save_checkpoint
 from deltalab.train.grpo import RewardGuard, load_rlvr_rows, reward_by_fifth, verifiable_reward
 from deltalab.train.recipe import TrainingRun
 from tests.helpers import tiny_tokenizer
+from tests.tiny import tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,15 +95,19 @@ def test_reward_by_fifth_splits_steps_evenly():
 
 def test_delta_track_members_must_exist():
     with pytest.raises(ConfigError, match=r"delta_track.seeds: 3 is not in seeds \[0, 1\]"):
-        parse_params({"seeds": [0, 1], "delta_track": {"seeds": [3]}})
+        parse_params(tiny_raw({"seeds": [0, 1], "delta_track": {"seeds": [3]}}))
     with pytest.raises(ConfigError, match="delta_track.conditions: 'mul_tokens' is not in"):
-        parse_params({"conditions": ["baseline"], "delta_track": {"conditions": ["mul_tokens"]}})
-    assert parse_params({"seeds": [0, 1], "delta_track": {"seeds": [1]}}).delta_track.seeds == [1]
+        parse_params(
+            tiny_raw({"conditions": ["baseline"], "delta_track": {"conditions": ["mul_tokens"]}})
+        )
+    assert parse_params(
+        tiny_raw({"seeds": [0, 1], "delta_track": {"seeds": [1]}})
+    ).delta_track.seeds == [1]
 
 
 def test_rlvr_batch_holds_whole_groups():
     with pytest.raises(ConfigError, match=r"rlvr.batch_size \(60\) must be a multiple"):
-        parse_params({"rlvr": {"batch_size": 60, "num_generations": 16}})
+        parse_params(tiny_raw({"rlvr": {"batch_size": 60, "num_generations": 16}}))
 
 
 # ----------------------------------------------------------------------------- stage recipes
@@ -134,7 +139,9 @@ def tiny_workspace(tmp_path_factory):
     problems = generate_problems(rng, 40)
     write_jsonl(root / paths.DATA / "prefs/train.jsonl", preference_rows(rng, problems[:20]))
     write_jsonl(root / paths.DATA / "rlvr/train.jsonl", rlvr_rows(problems[20:]))
-    model_params = parse_params({"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}}).model
+    model_params = parse_params(
+        tiny_raw({"model": {"n_layer": 1, "n_head": 2, "n_embd": 32}})
+    ).model
     for stage in ("sft_tulu", "sft_gsm8k"):
         model = build_gpt2(model_params, tokenizer, seed=len(stage))
         save_checkpoint(model, tokenizer, root / paths.checkpoint("baseline", 0, stage))
@@ -143,18 +150,20 @@ def tiny_workspace(tmp_path_factory):
 
 def _params(**sections):
     return parse_params(
-        {
-            "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
-            "runtime": {"device": "cpu", "torch_threads": 1},
-            **sections,
-        }
+        tiny_raw(
+            {
+                "model": {"n_layer": 1, "n_head": 2, "n_embd": 32},
+                "runtime": {"device": "cpu", "torch_threads": 1},
+                **sections,
+            }
+        )
     )
 
 
 def test_dpo_stage_trains_against_a_frozen_parent_and_saves_moments(tiny_workspace, monkeypatch):
     monkeypatch.chdir(tiny_workspace)
     params = _params(dpo=TRAIN | {"max_length": 128, "val_fraction": 0.2})
-    _load_stage("dpo").main(params, "baseline", 0)
+    _load_stage("dpo").main(params, "dpo", "baseline", 0)
 
     out = paths.checkpoint("baseline", 0, "dpo")
     parent = load_model(paths.checkpoint("baseline", 0, "sft_gsm8k"))
@@ -167,7 +176,7 @@ def test_dpo_stage_trains_against_a_frozen_parent_and_saves_moments(tiny_workspa
         if not torch.equal(p, q)
     ]
     assert moved, "DPO changed no weight"
-    exp_avg = load_file(paths.dpo_exp_avg("baseline", 0))
+    exp_avg = load_file(paths.exp_avg("baseline", 0, "dpo"))
     named = dict(trained.named_parameters())
     assert set(exp_avg) == set(named)  # tied lm_head shares the embedding's entry
     assert all(exp_avg[n].shape == named[n].shape for n in exp_avg)
@@ -181,9 +190,9 @@ def test_dpo_stage_trains_against_a_frozen_parent_and_saves_moments(tiny_workspa
     assert not list(paths.train_metrics("dpo", "baseline", 0).parent.glob(".*tmp*"))
 
     # a rerun is byte-identical, optimizer moments included
-    first = paths.dpo_exp_avg("baseline", 0).read_bytes()
-    _load_stage("dpo").main(params, "baseline", 0)
-    assert paths.dpo_exp_avg("baseline", 0).read_bytes() == first
+    first = paths.exp_avg("baseline", 0, "dpo").read_bytes()
+    _load_stage("dpo").main(params, "dpo", "baseline", 0)
+    assert paths.exp_avg("baseline", 0, "dpo").read_bytes() == first
 
 
 def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeypatch):
@@ -197,7 +206,7 @@ def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeyp
         "test_size": 6,
         "eval_batch_size": 4,
     }
-    _load_stage("rlvr").main(_params(rlvr=rlvr), "baseline", 0)
+    _load_stage("rlvr").main(_params(rlvr=rlvr), "rlvr", "baseline", 0)
     summary = json.loads((paths.train_metrics("rlvr", "baseline", 0) / "metrics.json").read_text())
     assert summary["heldout/prompts"] == 6
     assert summary["heldout/gained"] + summary["heldout/lost"] <= 6
@@ -209,7 +218,7 @@ def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeyp
     assert load_model(paths.checkpoint("baseline", 0, "rlvr")).config.use_cache
 
     with pytest.raises(DataError, match="20 prompts, but rlvr.test_size is 20"):
-        _load_stage("rlvr").main(_params(rlvr=rlvr | {"test_size": 20}), "baseline", 0)
+        _load_stage("rlvr").main(_params(rlvr=rlvr | {"test_size": 20}), "rlvr", "baseline", 0)
 
 
 def test_a_failed_run_leaves_no_log_and_no_checkpoint(tmp_path):

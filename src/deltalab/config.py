@@ -18,14 +18,15 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from deltalab.data.params import DataParams
-from deltalab.deltas.params import AnalyzeDeltasParams
+from deltalab.deltas.params import AnalyzeDeltasSettings
 from deltalab.errors import ConfigError
-from deltalab.evaluation.params import BehaviorParams, CompareParams, EvaluateParams
+from deltalab.evaluation.params import BehaviorSettings, CompareParams, EvaluateParams
 from deltalab.masks.params import MasksParams
 from deltalab.schema.base import NonNegInt, Section
 from deltalab.schema.matrix import Condition, DeltaTrackParams
 from deltalab.schema.model import ModelParams, TokenizerParams
 from deltalab.schema.runtime import RuntimeParams
+from deltalab.schema.study import StudyParams
 from deltalab.search.params import (
     DifficultyParams,
     MergeParams,
@@ -44,10 +45,9 @@ from deltalab.train.params import (
 
 
 class _CoreParams(Section):
-    conditions: list[Condition] = Field(
-        default_factory=lambda: ["baseline", "mul_tokens"], min_length=1
-    )
+    conditions: list[Condition] = Field(min_length=1)
     seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+    study: StudyParams
     data: DataParams = DataParams()
     tokenizer: TokenizerParams = TokenizerParams()
     model: ModelParams = ModelParams()
@@ -57,7 +57,7 @@ class _CoreParams(Section):
     dpo: DPOParams = DPOParams()
     masked_dpo: MaskedDPOParams = MaskedDPOParams()
     rlvr: RLVRParams = RLVRParams()
-    delta_track: DeltaTrackParams = DeltaTrackParams()
+    delta_track: DeltaTrackParams
     runtime: RuntimeParams = RuntimeParams()
 
     @model_validator(mode="after")
@@ -79,6 +79,11 @@ class _CoreParams(Section):
         for seed in self.delta_track.seeds:
             if seed not in self.seeds:
                 raise ValueError(f"delta_track.seeds: {seed} is not in seeds {self.seeds}")
+        named = [(f"study.transforms.{c}", c) for c in self.study.transforms]
+        named += [("study.compare_conditions", c) for c in self.study.compare_conditions or ()]
+        for key, cond in named:
+            if cond not in self.conditions:
+                raise ValueError(f"{key}: {cond!r} is not in conditions {self.conditions}")
         return self
 
 
@@ -87,8 +92,8 @@ class Params(_CoreParams):
 
     evaluate: EvaluateParams = EvaluateParams()
     compare: CompareParams = CompareParams()
-    behavior: BehaviorParams = BehaviorParams()
-    analyze_deltas: AnalyzeDeltasParams = AnalyzeDeltasParams()
+    behavior: BehaviorSettings = BehaviorSettings()
+    analyze_deltas: AnalyzeDeltasSettings = AnalyzeDeltasSettings()
     task_vectors: TaskVectorsParams = TaskVectorsParams()
     difficulty: DifficultyParams = DifficultyParams()
     sample_queries: SampleQueriesParams = SampleQueriesParams()
@@ -104,6 +109,13 @@ class Params(_CoreParams):
                 raise ValueError(
                     f"merge.{name}={value} is outside the searched range "
                     f"search.{name}=[{low}, {high}]"
+                )
+        for name in self.study.made_by("masked_dpo"):
+            mask = self.study.checkpoints[name].mask
+            if mask not in self.masks.methods:
+                raise ValueError(
+                    f"study.checkpoints.{name}.mask: {mask!r} is not built (add it to "
+                    f"masks.methods {self.masks.methods})"
                 )
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 DATA = Path("data/prepared")
@@ -20,10 +21,10 @@ def checkpoint(cond: str, seed: int, stage: str) -> Path:
     return Path("models") / cond / f"seed{seed}" / stage
 
 
-def dpo_exp_avg(cond: str, seed: int) -> Path:
-    """Final Adam first moments of the DPO run, by parameter name (beside the checkpoint, not in
-    it: the checkpoint directory holds only the model's own weights)."""
-    return Path("models") / cond / f"seed{seed}" / "dpo_exp_avg.safetensors"
+def exp_avg(cond: str, seed: int, name: str) -> Path:
+    """Final Adam first moments of a DPO run, by parameter name: `<name>_exp_avg.safetensors`
+    beside the checkpoint, not in it (the checkpoint directory holds only the model's weights)."""
+    return Path("models") / cond / f"seed{seed}" / f"{name}_exp_avg.safetensors"
 
 
 def train_metrics(stage: str, cond: str, seed: int) -> Path:
@@ -79,13 +80,13 @@ def delta_metrics(cond: str, seed: int) -> Path:
 
 
 def vectors(cond: str, seed: int) -> Path:
-    """`vectors/<cond>/seed<seed>/` holding `sft.safetensors` and `rlvr.safetensors`."""
+    """`vectors/<cond>/seed<seed>/` holding one `<name>.safetensors` per task vector."""
     return Path("vectors") / cond / f"seed{seed}"
 
 
-def vector_files(cond: str, seed: int) -> list[Path]:
-    """The two task vector files, in the order of the merge scales (sft, rlvr)."""
-    return [vectors(cond, seed) / f"{name}.safetensors" for name in ("sft", "rlvr")]
+def vector_files(cond: str, seed: int, names: Sequence[str]) -> list[Path]:
+    """The task vector files `<name>.safetensors`, in the order of the merge scales."""
+    return [vectors(cond, seed) / f"{name}.safetensors" for name in names]
 
 
 def search_data(cond: str, seed: int) -> Path:

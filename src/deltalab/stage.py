@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from deltalab.atomic import write_json
-from deltalab.config import load_params
-from deltalab.errors import DeltalabError
+from deltalab.config import Params, load_params
+from deltalab.errors import ConfigError, DeltalabError
+from deltalab.schema.study import CheckpointSpec
+from deltalab.tokens import text_transform
 
 
 def run(main: Callable[..., Any], **arguments: type) -> None:
@@ -36,6 +38,24 @@ def run(main: Callable[..., Any], **arguments: type) -> None:
     except DeltalabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def made_here(params: Params, checkpoint: str, recipe: str) -> CheckpointSpec:
+    """The declaration of the checkpoint a recipe stage makes (`--checkpoint`): it must be in
+    `study.checkpoints` with this recipe, or the stage stops before any work."""
+    spec = params.study.checkpoints.get(checkpoint)
+    if spec is None:
+        raise ConfigError(f"--checkpoint {checkpoint}: not in study.checkpoints")
+    if spec.recipe != recipe:
+        raise ConfigError(
+            f"study.checkpoints.{checkpoint}.recipe is {spec.recipe!r}; this stage is {recipe!r}"
+        )
+    return spec
+
+
+def transform(params: Params, cond: str) -> Callable[[str], str]:
+    """The text transform `study.transforms` declares for a condition."""
+    return text_transform(params.study.transforms.get(cond, "none"))
 
 
 def finish(path: str | os.PathLike, metrics: object, summary: str) -> None:

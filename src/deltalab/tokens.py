@@ -50,11 +50,14 @@ def count_mul_tokens(text: str) -> int:
     return len(MUL_TOKEN_PATTERN.findall(text))
 
 
-def condition_transform(condition: str) -> Callable[[str], str]:
-    """The rewrite a condition applies to training text: `mul_tokens` injects the tokens, every
-    other condition (baseline) leaves the text as it is."""
-    return inject_mul_tokens if condition == "mul_tokens" else _unchanged
-
-
 def _unchanged(text: str) -> str:
     return text
+
+
+# The text transforms a study's conditions may apply to their training data (`study.transforms`).
+TRANSFORMS: dict[str, Callable[[str], str]] = {"none": _unchanged, "mul_tokens": inject_mul_tokens}
+
+
+def text_transform(name: str) -> Callable[[str], str]:
+    """The rewrite named by `study.transforms` (`none`: the text as it is)."""
+    return TRANSFORMS[name]

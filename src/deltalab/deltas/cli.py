@@ -62,7 +62,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from deltalab.deltas.analysis import DeltaInput, analyze, check_device
     from deltalab.deltas.claims import CLAIM_BY_KEY
     from deltalab.deltas.contrasts import check_contrast
-    from deltalab.deltas.params import DEFAULT_METHODS, AnalyzeDeltasParams
+    from deltalab.deltas.params import AnalyzeDeltasParams
     from deltalab.deltas.report import write_report
     from deltalab.deltas.selection import NoTensorMatches, compile_patterns
     from deltalab.deltas.summary import claims
@@ -90,7 +90,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.no_rank:
         overrides["rank"] = False
     overrides["contrast"] = contrast
-    overrides["methods"] = DEFAULT_METHODS | _methods(args.method)
+    overrides["methods"] = _methods(args.method)  # declared by the user, never guessed
     try:
         params = AnalyzeDeltasParams(**overrides)
     except ValueError as exc:
@@ -216,8 +216,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="LABEL=METHOD",
         help="training method (sft, dpo, rlvr) of a delta, for the published per-method "
-        "numbers (repeatable; known by default: sft, sft_tulu, sft_gsm8k, dpo, "
-        "masked_dpo, rl, rlvr)",
+        "numbers (repeatable; a delta without one gets no per-method numbers: methods are "
+        "declared, never guessed from a label)",
     )
     p.add_argument(
         "--include",

@@ -1,50 +1,21 @@
-"""Parameters of the delta analysis (`analyze_deltas` in params.yaml, `deltalab analyze` flags)."""
+"""Parameters of the delta analysis: how deltas are measured (`AnalyzeDeltasSettings`, the
+`analyze_deltas` section of params.yaml) and what they are (`AnalyzeDeltasParams`: plus the
+contrasted labels and each delta's method, from `study` in the pipeline or the `deltalab analyze`
+flags — never guessed from a label)."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field, field_validator
 
 from deltalab.schema.base import Section, StrPair
+from deltalab.schema.study import Method
 
-Method = Literal["sft", "dpo", "rlvr"]
-
-DEFAULT_METHODS: dict[str, Method] = {
-    "sft": "sft",
-    "sft_tulu": "sft",
-    "sft_gsm8k": "sft",
-    "dpo": "dpo",
-    "masked_dpo": "dpo",
-    "rl": "rlvr",
-    "rlvr": "rlvr",
-}
+__all__ = ["AnalyzeDeltasParams", "AnalyzeDeltasSettings", "Method"]
 
 
-class AnalyzeDeltasParams(Section):
+class AnalyzeDeltasSettings(Section):
     """How weight deltas are measured; every field has a default that suits small and 8B models."""
 
-    pairs: list[StrPair] = Field(
-        default=[
-            ("pretrain", "sft_tulu"),
-            ("sft_tulu", "sft_gsm8k"),
-            ("sft_tulu", "rlvr"),
-            ("sft_gsm8k", "dpo"),
-        ],
-        description="(base, finetuned) checkpoint names of the pipeline; deltas that share a "
-        "base are compared with each other (cosine, sign agreement) automatically",
-    )
-    contrast: list[StrPair] = Field(
-        default=[("sft_gsm8k", "rlvr")],
-        description="(a, b) delta labels of one base compared head-to-head with the published "
-        "SFT-vs-RLVR numbers (a: the SFT-like delta, b: the RL-like one; ‖τ_a‖/‖τ_b‖ is "
-        "reported); every label must be a delta of `pairs` (checked when the stage starts)",
-    )
-    methods: dict[str, Method] = Field(
-        default_factory=lambda: dict(DEFAULT_METHODS),
-        description="training method (sft, dpo, rlvr) of each delta label or finetuned "
-        "checkpoint name, for the published per-method numbers; unlisted deltas get none",
-    )
     atol: float = Field(1e-5, gt=0, description="|Δ| ≤ atol counts as unchanged")
     top_ratio: float = Field(
         0.3, gt=0, le=1, description="keep ratio of the sparsified deltas (before/after metrics)"
@@ -68,13 +39,21 @@ class AnalyzeDeltasParams(Section):
     )
     seed: int = Field(0, description="seed of the random sketches (results are deterministic)")
 
-    @field_validator("pairs")
-    @classmethod
-    def _distinct(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        for base, finetuned in pairs:
-            if base == finetuned:
-                raise ValueError(f"pair ({base}, {finetuned}) compares a checkpoint with itself")
-        return pairs
+
+class AnalyzeDeltasParams(AnalyzeDeltasSettings):
+    """The settings plus what the deltas are: contrasted labels and each label's method."""
+
+    contrast: list[StrPair] = Field(
+        default_factory=list,
+        description="(a, b) delta labels of one base compared head-to-head with the published "
+        "SFT-vs-RLVR numbers (a: the SFT-like delta, b: the RL-like one; ‖τ_a‖/‖τ_b‖ is "
+        "reported); every label must be a delta of the analysis (checked when it starts)",
+    )
+    methods: dict[str, Method] = Field(
+        default_factory=dict,
+        description="training method (sft, dpo, rlvr) of each delta label, for the published "
+        "per-method numbers; unlisted deltas get none",
+    )
 
     @field_validator("contrast")
     @classmethod
@@ -84,15 +63,5 @@ class AnalyzeDeltasParams(Section):
                 raise ValueError(f"contrast ({a}, {b}) compares a delta with itself")
         return contrast
 
-    def deltas(self) -> list[tuple[str, str, str]]:
-        """(label, base, finetuned) of each pair: the label is the finetuned name, or
-        `<finetuned>_from_<base>` when that name is the finetuned side of several pairs."""
-        finetuned = [ft for _, ft in self.pairs]
-        return [
-            (ft if finetuned.count(ft) == 1 else f"{ft}_from_{base}", base, ft)
-            for base, ft in self.pairs
-        ]
-
     def method_of(self, label: str) -> Method | None:
-        """The method of a delta: its label, else the finetuned name before `_from_`."""
-        return self.methods.get(label) or self.methods.get(label.split("_from_")[0])
+        return self.methods.get(label)

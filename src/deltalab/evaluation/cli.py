@@ -47,7 +47,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     params = CompareParams(n_bootstrap=args.n_bootstrap, confidence=args.confidence, seed=args.seed)
     paths = {("reference", 0, "model"): args.reference, ("treatment", 0, "model"): args.treatment}
-    result = compare_prediction_files(paths, params, reference="reference", treatment="treatment")
+    result = compare_prediction_files(paths, params, ("reference", "treatment"))
     text = json.dumps(result["model"], indent=2, sort_keys=True)
     if args.out:
         write_json(args.out, result["model"])
@@ -118,13 +118,12 @@ def _cmd_behavior(args: argparse.Namespace) -> int:
     for path in args.checkpoints:
         labels.append(_label(path, labels))
     rows = load_gsm8k(args.questions, limit=args.limit)
-    checked = BehaviorParams(
+    # every later checkpoint compared with the first, paired
+    params = BehaviorParams(
         samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, seed=args.seed, models=["sft_tulu"], pairs=[],
+        batch_size=args.batch_size, seed=args.seed, models=labels,
+        pairs=[[label, labels[0]] for label in labels[1:]],
     )  # fmt: skip
-    # labels are free names here: every later one compared with the first, paired
-    pairs = [[label, labels[0]] for label in labels[1:]]
-    params = checked.model_copy(update={"models": labels, "pairs": pairs})
     result = run_behavior(
         dict(zip(labels, args.checkpoints, strict=True)), rows, params, device=args.device,
         dtype=args.dtype, progress=True,

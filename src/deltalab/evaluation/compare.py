@@ -145,9 +145,8 @@ def _stats(pairs, params: CompareParams, reference: str, treatment: str, pooled:
 def build_compare(
     predictions: Mapping[Key, Sequence[Mapping[str, Any]]],
     params: CompareParams,
+    conditions: tuple[str, str],
     *,
-    reference: str = "baseline",
-    treatment: str = "mul_tokens",
     sources: Mapping[Key, str] | None = None,
     skip_unpaired_models: bool = False,
 ) -> dict[str, Any]:
@@ -156,7 +155,9 @@ def build_compare(
     Keys with other conditions are ignored. Every (seed, model) present for one of the two
     conditions must be present for the other, except that `skip_unpaired_models` leaves out
     models evaluated for only one of them (in every seed); `sources` names files in errors.
+    `conditions`: (reference, treatment).
     """
+    reference, treatment = conditions
     if reference == treatment:
         raise ValueError("reference and treatment must be different conditions")
     sources = dict(sources or {})
@@ -210,20 +211,18 @@ def build_compare(
 def compare_prediction_files(
     paths: Mapping[Key, str | os.PathLike],
     params: CompareParams,
+    conditions: tuple[str, str],
     *,
-    reference: str = "baseline",
-    treatment: str = "mul_tokens",
     skip_unpaired_models: bool = False,
 ) -> dict[str, Any]:
     """Load predictions files keyed by (condition, seed, model) and build compare.json content."""
-    wanted = {k: Path(p) for k, p in paths.items() if k[0] in (reference, treatment)}
+    wanted = {k: Path(p) for k, p in paths.items() if k[0] in conditions}
     records = {key: load_predictions(path) for key, path in wanted.items()}
     sources = {key: str(path) for key, path in wanted.items()}
     return build_compare(
         records,
         params,
-        reference=reference,
-        treatment=treatment,
+        conditions,
         sources=sources,
         skip_unpaired_models=skip_unpaired_models,
     )
@@ -251,9 +250,7 @@ def compare_stage_files(
             keys = {k: p for k, p in keys.items() if k[1] in seeds[0] & seeds[1]}
             if {k[0] for k in keys} != {reference, treatment}:
                 continue
-            result = compare_prediction_files(
-                keys, params, reference=reference, treatment=treatment
-            )
+            result = compare_prediction_files(keys, params, (reference, treatment))
             out.setdefault(cond, {})[f"{treatment}_vs_{reference}"] = result[cond]
     return out
 
@@ -263,8 +260,11 @@ def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:
     write_json(path, result)
 
 
-def compare_summary(result: Mapping[str, Any], models: Sequence[str]) -> str:
+def compare_summary(
+    result: Mapping[str, Any], models: Sequence[str], conditions: tuple[str, str]
+) -> str:
     """One line per compared model (both intervals) and per post-training comparison."""
+    reference, treatment = conditions
     lines = []
     for model in models:
         g, n_seeds = result[model]["gsm8k"], result[model]["n_seeds"]
@@ -274,8 +274,8 @@ def compare_summary(result: Mapping[str, Any], models: Sequence[str]) -> str:
             else "one seed: training-run variance unmeasured"
         )
         lines.append(
-            f"{model} ({n_seeds} seeds): baseline {g['baseline_accuracy']:.3f} vs mul_tokens "
-            f"{g['mul_tokens_accuracy']:.3f}, diff {g['difference']:+.3f}, questions "
+            f"{model} ({n_seeds} seeds): {reference} {g[f'{reference}_accuracy']:.3f} vs "
+            f"{treatment} {g[f'{treatment}_accuracy']:.3f}, diff {g['difference']:+.3f}, questions "
             f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], {seeds}, "
             f"McNemar p={g['mcnemar_p']:.3g}"
         )

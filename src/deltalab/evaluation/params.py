@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from deltalab.schema.base import Section
@@ -15,20 +13,10 @@ from deltalab.schema.stats import BootstrapParams
 class EvaluateParams(Section):
     """Greedy evaluation of one checkpoint on GSM8K test and the arithmetic probes.
 
-    Device, dtype and trust_remote_code come from the `runtime` section.
+    Which checkpoints: `study.evaluate` and `study.evaluate_track`. Device, dtype and
+    trust_remote_code come from the `runtime` section.
     """
 
-    models: list[Literal["pretrain", "sft_tulu", "sft_gsm8k"]] = Field(
-        default_factory=lambda: ["pretrain", "sft_tulu", "sft_gsm8k"],
-        min_length=1,
-        description="checkpoints evaluated for every condition and seed (the evaluate matrix)",
-    )
-    track_models: list[Literal["rlvr", "dpo", "merged", "masked_dpo", "masked_dpo_random"]] = Field(
-        default_factory=lambda: ["rlvr", "dpo"],
-        min_length=1,
-        description="delta-track checkpoints evaluated for delta_track.conditions × "
-        "delta_track.seeds (the evaluate_track matrix)",
-    )
     max_new_tokens: int = Field(256, ge=1, le=8192, description="response budget for GSM8K")
     probes_max_new_tokens: int | None = Field(
         None, ge=1, le=8192, description="response budget for probes (None: max_new_tokens)"
@@ -44,43 +32,38 @@ class EvaluateParams(Section):
 
 
 class CompareParams(BootstrapParams):
-    """Paired statistics of the baseline vs mul_tokens comparison."""
+    """Paired statistics of the compare stage (its conditions: `study.compare_conditions`)."""
 
 
-BehaviorModel = Literal[
-    "sft_tulu", "sft_gsm8k", "rlvr", "dpo", "merged", "masked_dpo", "masked_dpo_random"
-]
-
-
-class BehaviorParams(SamplingParams, BootstrapParams):
-    """Behavior of the post-trained checkpoints of one (condition, seed) on held-out GSM8K.
+class BehaviorSettings(SamplingParams, BootstrapParams):
+    """How the behavior of post-trained checkpoints is measured on held-out GSM8K (the `behavior`
+    section; which checkpoints and pairs: `study.behavior`).
 
     Greedy accuracy, pass@k from `samples` sampled answers per question, diversity, confidence and
-    length, and paired comparisons (`pairs`: [treatment, reference]). Sampling fields come from
-    `SamplingParams`, bootstrap fields from `BootstrapParams`, one `seed` for both. Device, dtype
-    and trust_remote_code come from the `runtime` section.
+    length, and paired comparisons. Sampling fields come from `SamplingParams`, bootstrap fields
+    from `BootstrapParams`, one `seed` for both. Device, dtype and trust_remote_code come from the
+    `runtime` section.
     """
 
-    models: list[BehaviorModel] = Field(
-        default_factory=lambda: ["sft_tulu", "sft_gsm8k", "rlvr", "dpo"],
-        min_length=1,
-        description="checkpoints compared (models/<cond>/seed<seed>/<model>/)",
-    )
-    pairs: list[list[BehaviorModel]] = Field(
-        default_factory=lambda: [
-            ["rlvr", "sft_tulu"],
-            ["sft_gsm8k", "sft_tulu"],
-            ["dpo", "sft_gsm8k"],
-            ["rlvr", "sft_gsm8k"],
-        ],
-        description="paired comparisons [treatment, reference]; both must be in models",
-    )
     questions: int | None = Field(100, ge=1, description="first N GSM8K test questions (None: all)")
     samples: int = Field(8, ge=1, le=1024, description="sampled answers per question (n of pass@k)")
     batch_size: int = Field(
         128, ge=1, le=4096, description="sequences per forward pass (prompts x samples)"
     )
     seed: int = Field(0, ge=0, description="seed of the sampling and of the bootstrap")
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples
+
+
+class BehaviorParams(BehaviorSettings):
+    """The settings plus the checkpoints compared (labels) and the pairs [treatment, reference]."""
+
+    models: list[str] = Field(min_length=1, description="labels of the checkpoints compared")
+    pairs: list[list[str]] = Field(
+        default_factory=list, description="paired comparisons [treatment, reference]"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BehaviorParams:
@@ -93,10 +76,6 @@ class BehaviorParams(SamplingParams, BootstrapParams):
             if missing:
                 raise ValueError(f"pair {pair}: {', '.join(missing)} not in models")
         return self
-
-    @property
-    def num_samples(self) -> int:
-        return self.samples
 
 
 class SampleParams(SamplingParams):

@@ -1,17 +1,19 @@
-"""The experiment matrix: the conditions (`Condition`) and the delta-track members
-(`DeltaTrackParams`, a subset of conditions x seeds; checked against them in `deltalab.config`)."""
+"""The experiment matrix: condition names (`Condition`, declared by each study) and the
+delta-track members (`DeltaTrackParams`, a subset of conditions x seeds; checked against them in
+`deltalab.config`)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 from pydantic import Field
 
 from deltalab.schema.base import NonNegInt, Section
 
-Condition = Literal["baseline", "mul_tokens"]
+# A condition names a directory (models/<cond>/...) and a DVC matrix item: a plain identifier.
+Condition = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
 
 class DeltaTrackParams(Section):
-    conditions: list[Condition] = Field(default_factory=lambda: ["baseline"], min_length=1)
-    seeds: list[NonNegInt] = Field(default_factory=lambda: [0], min_length=1)
+    conditions: list[Condition] = Field(min_length=1)
+    seeds: list[NonNegInt] = Field(min_length=1)

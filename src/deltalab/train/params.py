@@ -7,7 +7,6 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from deltalab.masks.params import Method as MaskMethod
 from deltalab.schema.base import LearningRate, PositiveInt, Ratio, Section
 
 
@@ -68,12 +67,8 @@ class DPOParams(SequenceTrainParams):
 
 
 class MaskedDPOParams(DPOParams):
-    """DPO from sft_gsm8k that updates only the entries of one mask (masked AdamW)."""
-
-    mask: MaskMethod = "momentum"
-    control: bool = Field(
-        True, description="also train with the random mask of the same density (masked_dpo_random)"
-    )
+    """DPO that updates only the entries of one mask (masked AdamW), from the parent of the
+    masks' DPO run; each masked checkpoint's mask is declared in `study.checkpoints`."""
 
 
 class RLVRParams(TrainParams):
