@@ -23,7 +23,8 @@ import time
 
 import torch
 
-from deltalab.evaluation.generation import format_prompt, generate_greedy, generate_one_at_a_time
+from deltalab.evaluation.generation import generate_greedy, generate_one_at_a_time
+from deltalab.evaluation.prompts import format_prompt
 
 
 def build_tiny(layers: int, width: int, seed: int):
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         label = f"random GPT-2 {args.layers}x{args.width}"
     n_params = sum(p.numel() for p in model.parameters())
     rng = random.Random(args.seed + 1)
-    prompts = [format_prompt(synthetic_question(rng)) for _ in range(args.questions)]
+    prompts = [format_prompt(tokenizer, synthetic_question(rng)) for _ in range(args.questions)]
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     print(
         f"model: {label} ({n_params / 1e6:.1f}M params), {len(prompts)} questions, "

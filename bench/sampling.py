@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from deltalab.data import synthetic
-from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.prompts import format_prompt
 from deltalab.evaluation.sampling import generate_samples
 from deltalab.models import build_gpt2
 from deltalab.schema.model import ModelParams
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = tiny_tokenizer(args.seed)
     model = build_gpt2(TINY_MODEL, tokenizer, seed=args.seed).eval()
-    prompts = [format_prompt(r["question"]) for r in test_questions(args.questions)]
+    prompts = [format_prompt(tokenizer, r["question"]) for r in test_questions(args.questions)]
     lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     n_params = sum(p.numel() for p in model.parameters())
     print(

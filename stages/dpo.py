@@ -13,16 +13,15 @@ from deltalab.train.recipe import TrainingRun, optimizer_state
 def main(params, checkpoint: str, cond: str, seed: int) -> None:
     spec = stage.made_here(params, checkpoint, "dpo")
     cfg = params.dpo
-    train, val = preference_datasets(
-        paths.dataset("prefs", "train"), cfg, stage.transform(params, cond)
-    )
-
     parent = paths.checkpoint(cond, seed, spec.parent)
     out = paths.checkpoint(cond, seed, checkpoint)
     logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(parent)
         reference = run.load_frozen(parent)
+        train, val = preference_datasets(
+            paths.dataset("prefs", "train"), cfg, stage.transform(params, cond), tokenizer
+        )
         trainer = dpo_trainer(model, reference, tokenizer, run, cfg, train, val)
         final = run.train(trainer)
         for key in ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"):

@@ -23,7 +23,7 @@ from deltalab.train.recipe import TrainingRun
 REWARD = "final/eval_rewards/accuracies"
 
 
-def train_masked(params, cond: str, seed: int, name: str, train, val) -> dict:
+def train_masked(params, cond: str, seed: int, name: str) -> dict:
     cfg, spec = params.masked_dpo, params.study.checkpoints[name]
     mask = MaskFile(paths.mask_file(cond, seed, spec.mask))
     parent = paths.checkpoint(cond, seed, spec.parent)
@@ -31,6 +31,9 @@ def train_masked(params, cond: str, seed: int, name: str, train, val) -> dict:
     with TrainingRun(paths.checkpoint(cond, seed, name), logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(parent)
         reference = run.load_frozen(parent)
+        train, val = preference_datasets(
+            paths.dataset("prefs", "train"), cfg, stage.transform(params, cond), tokenizer
+        )
         optimizer = masked_optimizer(model, mask, str(parent), cfg.learning_rate, cfg.weight_decay)
         trainer = dpo_trainer(model, reference, tokenizer, run, cfg, train, val, (optimizer, None))
         final = run.train(trainer)
@@ -42,11 +45,8 @@ def train_masked(params, cond: str, seed: int, name: str, train, val) -> dict:
 
 
 def main(params, cond: str, seed: int) -> None:
-    train, val = preference_datasets(
-        paths.dataset("prefs", "train"), params.masked_dpo, stage.transform(params, cond)
-    )
     masked = made_by(params.study.checkpoints, "masked_dpo")
-    results = {name: train_masked(params, cond, seed, name, train, val) for name in masked}
+    results = {name: train_masked(params, cond, seed, name) for name in masked}
     full_run = params.study.masks_from
     full = json.loads(paths.train_summary(full_run, cond, seed).read_text())
     results[full_run] = {"mask": None, "val_reward_accuracy": full[REWARD]}

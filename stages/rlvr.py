@@ -34,7 +34,7 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
             )
 
         before = held_out()
-        trainer = grpo_trainer(model, tokenizer, run, cfg, rlvr_dataset(train))
+        trainer = grpo_trainer(model, tokenizer, run, cfg, rlvr_dataset(train, tokenizer))
         run.train(trainer)
         after = held_out()
 

@@ -4,7 +4,8 @@ never stopped)."""
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
-from deltalab.evaluation.generation import format_prompt, generate_greedy
+from deltalab.evaluation.generation import generate_greedy
+from deltalab.evaluation.prompts import format_prompt
 from deltalab.train.recipe import TrainingRun
 from deltalab.train.sft import gsm8k_to_messages, rewrite_assistant_turns, sft_trainer, with_replay
 
@@ -34,7 +35,7 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
         responses = generate_greedy(
             model,
             tokenizer,
-            [format_prompt(r["question"]) for r in held_out],
+            [format_prompt(tokenizer, r["question"]) for r in held_out],
             max_new_tokens=cfg.stop_eval_max_new_tokens,
             batch_size=cfg.stop_eval_batch_size,
         )

@@ -90,6 +90,6 @@ def tiny_lm(seed: int = 0):
 
 def eval_prompts(n: int) -> list[str]:
     """`n` formatted evaluation prompts of varied lengths."""
-    from deltalab.evaluation.generation import format_prompt
+    from deltalab.evaluation.prompts import plain_prompt
 
-    return [format_prompt(q) for q in questions(n)]
+    return [plain_prompt(q) for q in questions(n)]

@@ -142,7 +142,7 @@ def test_a_bf16_base_keeps_a_bf16_master_and_still_matches_the_writer(track, tmp
     from transformers import AutoModelForCausalLM
 
     bf16 = tmp_path / "bf16"
-    AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).save_pretrained(bf16)
+    save(AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16), bf16)
     sparse = tmp_path / "sft.safetensors"
     build_task_vectors(Checkpoint(bf16), [(Checkpoint(track[0] / "sft"), sparse)], 0.3,
                        progress=False)  # fmt: skip

@@ -32,7 +32,6 @@ def models(tmp_path_factory) -> dict[str, Path]:
         "gpt2": save(build("gpt2"), tmp / "gpt2"),
         "gpt2_ft": save(finetune(build("gpt2"), 3), tmp / "gpt2_ft"),
     }
-    (out["base"] / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     return out
 
 
@@ -327,3 +326,62 @@ def test_several_vectors_in_one_pass_equal_separate_builds(models, tmp_path):
         ]
     )
     assert code == 2 and not (tmp_path / "y.safetensors").exists()
+
+
+def test_merge_refuses_a_base_it_could_not_make_loadable(models, tmp_path):
+    vec = tmp_path / "v.safetensors"
+    build_task_vector(Checkpoint(models["gpt2"]), Checkpoint(models["gpt2_ft"]), vec, 0.3,
+                      progress=False)  # fmt: skip
+    for missing, match in (
+        ("config.json", "no config.json"),
+        ("tokenizer_config.json", "no tokenizer"),
+    ):
+        base = tmp_path / f"without_{missing}"
+        base.mkdir()
+        for f in models["gpt2"].iterdir():
+            if f.name != missing:
+                (base / f.name).write_bytes(f.read_bytes())
+        out = tmp_path / "out"
+        with pytest.raises(CheckpointError, match=match):
+            merge(Checkpoint(base), [(TaskVector(vec), 1.0)], out, progress=False)
+        code = main(["merge", "--base", str(base), "--vector", str(vec), "--out", str(out)])
+        assert code == 2 and not out.exists()
+
+
+def test_merge_records_the_rows_a_grown_vocabulary_cannot_carry(tmp_path, capsys):
+    """Tulu 3 SFT has 128264 rows over the base's 128256: τ covers the shared rows, and the merge
+    says which rows of the fine-tune it could not carry."""
+    base = save(build("gpt2"), tmp_path / "base")
+    grown = save(finetune(build("gpt2", vocab=100), 3), tmp_path / "grown")
+    vec = tmp_path / "v.safetensors"
+    build_task_vector(Checkpoint(base), Checkpoint(grown), vec, 1.0, progress=False)
+    assert TaskVector(vec).dropped_rows() == {"transformer.wte.weight": 4}
+    info = merge(Checkpoint(base), [(TaskVector(vec), 1.0)], tmp_path / "m", progress=False)
+    assert info["dropped_rows"] == {str(vec): {"transformer.wte.weight": 4}}
+    assert json.loads((tmp_path / "m" / "deltalab_merge.json").read_text())["dropped_rows"]
+    assert "rows the base lacks" in capsys.readouterr().err
+    plain = tmp_path / "p.safetensors"
+    same = save(finetune(build("gpt2"), 3), tmp_path / "same")
+    build_task_vector(Checkpoint(base), Checkpoint(same), plain, 1.0, progress=False)
+    info = merge(Checkpoint(base), [(TaskVector(plain), 1.0)], tmp_path / "n", progress=False)
+    assert "dropped_rows" not in info
+
+
+def test_a_triple_of_two_architectures_is_refused_and_a_changed_rope_is_reported(
+    models, tmp_path, capsys
+):
+    out = tmp_path / "v.safetensors"
+    with pytest.raises(CheckpointError, match=r"model_type is 'gpt2' but the base .* 'llama'"):
+        build_task_vectors(Checkpoint(models["base"]), [(Checkpoint(models["gpt2"]), out)], 0.3,
+                           progress=False)  # fmt: skip
+    assert not out.exists()
+    # an SFT release that changed rope_theta (as some Qwen2.5-Math ones do): built, and said
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in models["sft"].iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    config = json.loads((moved / "config.json").read_text())
+    config["rope_theta"] = 2 * config.get("rope_theta", 10000.0)
+    (moved / "config.json").write_text(json.dumps(config))
+    build_task_vectors(Checkpoint(models["base"]), [(Checkpoint(moved), out)], 0.3, progress=False)
+    assert "rope_theta" in capsys.readouterr().err and out.is_file()

@@ -414,3 +414,21 @@ def test_missing_test_set_and_nan_checkpoint(checkpoints, tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match=r"seed0/dpo: .*NaN"):
         run_stage(root, monkeypatch)
     assert outputs(root) == {}
+
+
+def test_checkpoints_with_other_tokenizers_are_not_compared(checkpoints, tmp_path, monkeypatch):
+    """A Llama and a Qwen base once gave paired statistics: now the stage stops, naming both."""
+    root = tmp_path / "repo"
+    (root / "models/baseline/seed0").mkdir(parents=True)
+    (root / "data").symlink_to(checkpoints / "data")
+    for name in MODELS:
+        (root / f"models/baseline/seed0/{name}").symlink_to(
+            checkpoints / f"models/baseline/seed0/{name}"
+        )
+    (root / "models/baseline/seed0/rlvr").unlink()
+    other = build_tokenizer(vocab_size=380)  # another vocabulary, same model shape otherwise
+    build_model(other, seed=5).save_pretrained(root / "models/baseline/seed0/rlvr")
+    other.save_pretrained(root / "models/baseline/seed0/rlvr")
+    with pytest.raises(CheckpointError, match=r"seed0/rlvr: its tokenizer's vocabulary differs"):
+        run_stage(root, monkeypatch)
+    assert outputs(root) == {}

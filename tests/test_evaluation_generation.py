@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import GenerationConfig
@@ -10,10 +12,10 @@ from deltalab.errors import DataError
 from deltalab.evaluation.generation import (
     Generation,
     _finish,
-    format_prompt,
     generate_greedy,
     generate_one_at_a_time,
 )
+from deltalab.evaluation.prompts import format_prompt, plain_prompt
 
 from .evaluation_fixtures import build_model, build_tokenizer, eval_prompts, tiny_lm
 
@@ -43,7 +45,72 @@ def stops(reference):
 
 
 def test_prompt_format() -> None:
-    assert format_prompt("What is 2+2?") == "User: What is 2+2?\nAssistant:"
+    assert plain_prompt("What is 2+2?") == "User: What is 2+2?\nAssistant:"
+
+
+def _with_bos(tokenizer, template: str | None, adds_bos: bool):
+    """A copy of `tokenizer` with a BOS token, a chat template, and a post-processor that adds
+    BOS to plain text (Llama, Gemma) or not (GPT-2, Qwen)."""
+    from tokenizers import processors
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_special_tokens({"bos_token": "<bos>"})
+    bos = tok.bos_token_id
+    if adds_bos:
+        tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", bos)]
+        )
+    tok.chat_template = template
+    return tok
+
+
+GEMMA_LIKE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_prompts_use_the_checkpoints_chat_template_and_bos(tiny) -> None:
+    _, tokenizer = tiny
+    q = "What is 2+2?"
+    assert format_prompt(tokenizer, q) == plain_prompt(q)  # no template, no BOS: ours
+    gemma = _with_bos(tokenizer, GEMMA_LIKE, adds_bos=True)
+    text = format_prompt(gemma, q)
+    assert text == "<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n"
+    ids = gemma(text, add_special_tokens=False)["input_ids"]
+    assert ids[0] == gemma.bos_token_id and ids.count(gemma.bos_token_id) == 1  # BOS once
+    qwen = _with_bos(tokenizer, CHATML, adds_bos=False)
+    assert (
+        format_prompt(qwen, q)
+        == "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    base_llama = _with_bos(tokenizer, None, adds_bos=True)  # a base model: no template, BOS
+    assert format_prompt(base_llama, q) == "<bos>" + plain_prompt(q)
+
+
+def test_generation_stops_at_every_eos_of_the_generation_config(tiny, prompts, stops) -> None:
+    """Gemma's `eos_token_id: [1, 106]`: a model that ends its turn with the second id stops."""
+    model, tokenizer = tiny
+    explicit = generate_greedy(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=MAX_NEW,
+        eos_token_id=[tokenizer.eos_token_id, *stops],
+    )
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = list(stops)
+    try:
+        configured = generate_greedy(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
+        single = generate_one_at_a_time(model, tokenizer, prompts, max_new_tokens=MAX_NEW)
+    finally:
+        model.generation_config.eos_token_id = saved
+    assert configured == explicit == single
+    assert all(g.stopped for g in configured)
 
 
 def test_prompts_have_different_lengths(tiny, prompts) -> None:

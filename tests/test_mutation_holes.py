@@ -215,15 +215,14 @@ def _eos_at_positions(tokenizer, stop_positions: set[int], n_positions: int = 64
 @pytest.fixture(scope="module")
 def stop_case():
     """Five questions of different prompt lengths; the model stops on questions 1 and 3 only."""
-    from deltalab.evaluation.generation import format_prompt
+    from deltalab.evaluation.prompts import format_prompt
     from deltalab.evaluation.scoring import prepare_gsm8k_rows
     from tests.evaluation_fixtures import build_tokenizer
 
     tokenizer = build_tokenizer()
     questions = [f"What is 2 times 3?{' Tom' * k}" for k in (0, 1, 3, 6, 10)]
-    lengths = [
-        len(tokenizer(format_prompt(q), add_special_tokens=False)["input_ids"]) for q in questions
-    ]
+    prompts = [format_prompt(tokenizer, q) for q in questions]
+    lengths = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     assert len(set(lengths)) == 5
     stop = {1, 3}
     model = _eos_at_positions(tokenizer, {lengths[i] - 1 for i in stop})

@@ -5,7 +5,7 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import SFTConfig, SFTTrainer
 
-from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.prompts import format_prompt, plain_prompt
 from deltalab.models import build_gpt2
 from deltalab.schema.model import ModelParams
 from deltalab.tokenizer import EOS_TOKEN, PAD_TOKEN, add_study_tokens, mul_token_ids
@@ -53,7 +53,8 @@ def test_chat_template_renders_the_eval_prompt():
     text = tok.apply_chat_template(CHAT, tokenize=False)
     assert text == "User: What is 6 times 9?\nAssistant: 6*9=54. The answer is 54.<|endoftext|>"
     prompt = tok.apply_chat_template(CHAT[:1], tokenize=False, add_generation_prompt=True)
-    assert prompt == format_prompt("What is 6 times 9?")
+    # our template renders our plain prompt: the tiny study prompts as before the chat templates
+    assert prompt == plain_prompt("What is 6 times 9?") == format_prompt(tok, "What is 6 times 9?")
 
 
 def test_assistant_mask_covers_answer_and_eos_only():

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from deltalab.errors import DeltalabError
+from deltalab.errors import CheckpointError, DeltalabError
 from deltalab.evaluation.answers import answers_match, extract_answer
 from deltalab.evaluation.params import BehaviorParams
 from deltalab.evaluation.stats import compare_paired, paired_bootstrap_ci
@@ -288,10 +288,11 @@ def evaluate_behavior(
 ) -> list[dict[str, Any]]:
     """Greedy answers, their teacher-forced confidence and `params.samples` sampled answers to
     every row (prepared GSM8K rows), as question records."""
-    from deltalab.evaluation.generation import format_prompt, generate_greedy
+    from deltalab.evaluation.generation import generate_greedy
+    from deltalab.evaluation.prompts import format_prompt
     from deltalab.evaluation.sampling import generate_samples, response_confidence
 
-    prompts = [format_prompt(r["question"]) for r in rows]
+    prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
     greedy = generate_greedy(
         model,
         tokenizer,
@@ -324,6 +325,27 @@ class BehaviorResult:
     records: dict[str, list[dict[str, Any]]]  # model -> question records
 
 
+def check_one_tokenizer(checkpoints: Mapping[str, str | os.PathLike]) -> None:
+    """Paired statistics compare answers to the same prompts: every checkpoint must tokenize
+    them alike (same vocabulary and special tokens), or the comparison is refused before any
+    model is loaded."""
+    from transformers import AutoTokenizer
+
+    first_name, first = None, None
+    for name, path in checkpoints.items():
+        tok = AutoTokenizer.from_pretrained(path)
+        key = (tok.get_vocab(), tok.all_special_tokens, tok.chat_template)
+        if first is None:
+            first_name, first = name, key
+        elif key != first:
+            what = ("vocabulary", "special tokens", "chat template")
+            differs = next(w for w, a, b in zip(what, key, first, strict=True) if a != b)
+            raise CheckpointError(
+                f"{path}: its tokenizer's {differs} differs from {checkpoints[first_name]}'s: "
+                f"{name} and {first_name} cannot be compared on the same prompts"
+            )
+
+
 def run_behavior(
     checkpoints: Mapping[str, str | os.PathLike],
     rows: Sequence[Mapping[str, Any]],
@@ -338,6 +360,7 @@ def run_behavior(
     and compute the metrics. Writes nothing; errors name the checkpoint."""
     from deltalab.models import load_causal_lm
 
+    check_one_tokenizer({name: checkpoints[name] for name in params.models})
     records: dict[str, list[dict[str, Any]]] = {}
     for name in params.models:
         path = checkpoints[name]

@@ -56,8 +56,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from deltalab.evaluation.generation import format_prompt
     from deltalab.evaluation.params import SampleParams
+    from deltalab.evaluation.prompts import format_prompt
     from deltalab.evaluation.sampling import generate_samples
     from deltalab.models import load_causal_lm
     from deltalab.tokens import decode_mul_tokens
@@ -76,7 +76,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     def answer(questions: list[str]) -> None:
         rows = generate_samples(
-            model, tokenizer, [format_prompt(q) for q in questions], **sampling.sampling_kwargs()
+            model,
+            tokenizer,
+            [format_prompt(tokenizer, q) for q in questions],
+            **sampling.sampling_kwargs(),
         )
         for question, samples in zip(questions, rows, strict=True):
             print(f"Q: {question}")

@@ -24,13 +24,6 @@ from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from deltalab.errors import DataError
 
-PROMPT_TEMPLATE = "User: {question}\nAssistant:"
-
-
-def format_prompt(question: str) -> str:
-    """The evaluation prompt; the SFT chat template renders the same text."""
-    return PROMPT_TEMPLATE.format(question=question)
-
 
 @dataclass(frozen=True)
 class Generation:
@@ -45,12 +38,19 @@ class Generation:
         return len(self.token_ids)
 
 
-def _eos_ids(tokenizer, eos_token_id: int | Sequence[int] | None) -> list[int]:
-    if eos_token_id is None:
-        eos_token_id = tokenizer.eos_token_id
-    if eos_token_id is None:
+def _eos_ids(tokenizer, eos_token_id: int | Sequence[int] | None, model=None) -> list[int]:
+    """The ids generation stops at: the ones given, else the tokenizer's EOS and every EOS of the
+    model's generation config (Gemma's `[1, 106]`, Llama 3's and Qwen's end-of-turn ids)."""
+    if eos_token_id is not None:
+        return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    configured = getattr(config, "eos_token_id", None)
+    if configured is not None:
+        ids += [configured] if isinstance(configured, int) else list(configured)
+    if not ids:
         raise DataError("the tokenizer has no eos_token; generation could never stop")
-    return [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    return list(dict.fromkeys(ids))
 
 
 def _pad_id(tokenizer, eos_ids: list[int]) -> int:
@@ -140,7 +140,7 @@ def _prepare(
     tokenizer, prompts: Sequence[str], model, max_new_tokens: int, eos_token_id
 ) -> tuple[list[int], int, list[list[int]], list[int]]:
     """(eos ids, pad id, encoded prompts, longest-first order) of a generation call."""
-    eos_ids = _eos_ids(tokenizer, eos_token_id)
+    eos_ids = _eos_ids(tokenizer, eos_token_id, model)
     encoded = _encode(tokenizer, prompts, model, max_new_tokens)
     return eos_ids, _pad_id(tokenizer, eos_ids), encoded, _longest_first(encoded)
 
@@ -299,7 +299,7 @@ def generate_one_at_a_time(
 ) -> list[Generation]:
     """Unbatched reference: one `generate` call per prompt, no padding at all."""
     _check_args(max_new_tokens, 1)
-    eos_ids = _eos_ids(tokenizer, eos_token_id)
+    eos_ids = _eos_ids(tokenizer, eos_token_id, model)
     pad_id = _pad_id(tokenizer, eos_ids)
     config = _generation_config(max_new_tokens, pad_id, eos_ids)
     encoded = _encode(tokenizer, prompts, model, max_new_tokens)

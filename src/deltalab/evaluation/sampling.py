@@ -218,7 +218,7 @@ def response_confidence(
     for i, ids in enumerate(full):
         if context is not None and len(ids) > context:
             raise DataError(f"prompt + response {i} has {len(ids)} tokens > context {context}")
-    pad_id = _pad_id(tokenizer, _eos_ids(tokenizer, None))
+    pad_id = _pad_id(tokenizer, _eos_ids(tokenizer, None, model))
     keep_logits = _forward_accepts(model, "logits_to_keep")
     with_positions = _forward_accepts(model, "position_ids")
     order = _longest_first(full)

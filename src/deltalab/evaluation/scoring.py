@@ -208,7 +208,8 @@ def evaluate_model(
 
     `probe_rows` is ignored when `params.probes` is false.
     """
-    from deltalab.evaluation.generation import format_prompt, generate_greedy
+    from deltalab.evaluation.generation import generate_greedy
+    from deltalab.evaluation.prompts import format_prompt
 
     if not gsm8k_rows:
         raise DataError("empty GSM8K test set")
@@ -217,7 +218,7 @@ def evaluate_model(
         generate_greedy(
             model,
             tokenizer,
-            [format_prompt(r["question"]) for r in gsm8k_rows],
+            [format_prompt(tokenizer, r["question"]) for r in gsm8k_rows],
             max_new_tokens=params.max_new_tokens,
             batch_size=params.batch_size,
             progress=progress,
@@ -233,7 +234,7 @@ def evaluate_model(
             generate_greedy(
                 model,
                 tokenizer,
-                [format_prompt(r["question"]) for r in probe_rows],
+                [format_prompt(tokenizer, r["question"]) for r in probe_rows],
                 max_new_tokens=params.effective_probes_max_new_tokens,
                 batch_size=params.batch_size,
                 progress=progress,

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deltalab.errors import DataError
-from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.prompts import format_prompt
 
 
 def _encode(
@@ -23,7 +23,7 @@ def _encode(
 ) -> tuple[torch.Tensor, int]:
     """(prompt + response + EOS ids, prompt length), cut to the first `max_length` tokens (the
     DPO recipe's limit, never more than the model's context)."""
-    p = tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+    p = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     r = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = (p + r)[:max_length] if max_length else p + r
     return torch.tensor([ids]), len(p)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from deltalab.tensors.reader import Buffer, Checkpoint
 from deltalab.tensors.writer import CheckpointWriter, copy_aux_files
 
 OUT_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+# A checkpoint directory's tokenizer: one of these (fast, sentencepiece, BPE files, or the config).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 def parse_size(text: str) -> int:
@@ -54,6 +57,18 @@ def parse_size(text: str) -> int:
         raise ConfigError(f"invalid size {text!r} (e.g. 5GB, 500MB)") from exc
 
 
+def check_loadable(base_dir: Path) -> None:
+    """A merge writes the base's config and tokenizer beside the weights; without them the
+    output would not load, so a base lacking either is refused before anything is written."""
+    if not (base_dir / "config.json").is_file():
+        raise CheckpointError(f"{base_dir}: no config.json: a merge onto it would not load")
+    if not any((base_dir / f).is_file() for f in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{base_dir}: no tokenizer ({' or '.join(TOKENIZER_FILES)}): a merge onto it "
+            "would not load"
+        )
+
+
 def merge(
     base: Checkpoint,
     vectors: Sequence[tuple[TaskVector, float]],
@@ -71,10 +86,19 @@ def merge(
 
     if dtype is not None and dtype not in OUT_DTYPES:
         raise ConfigError(f"dtype must be one of {list(OUT_DTYPES)}, got {dtype!r}")
+    check_loadable(base.path)
+    dropped: dict[str, dict[str, int]] = {}
     for vector, scale in vectors:
         if not math.isfinite(scale):
             raise ConfigError(f"{vector.path}: scale must be a finite number, got {scale}")
         vector.check_base(base)
+        if rows := vector.dropped_rows():
+            dropped[str(vector.path)] = rows
+            print(
+                f"warning: {vector.path}: the fine-tune has rows the base lacks ({rows}); the "
+                "merge keeps the base's vocabulary and config, so those rows are not merged",
+                file=sys.stderr,
+            )
     out_code = OUT_DTYPES.get(dtype) if dtype else None
     plan = []
     for name in base.tensors:
@@ -111,7 +135,7 @@ def merge(
                 for v, s in vectors
             ],
             "dtype": dtype or "base",
-        }
+        } | ({"dropped_rows": dropped} if dropped else {})
         (tmp / "deltalab_merge.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -30,6 +30,7 @@ import torch
 from deltalab import __version__
 from deltalab.atomic import atomic_file
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.merging.configs import check_same_architecture
 from deltalab.tensors.blocks import BlockReader, delta_into, matrix_shape, row_chunks, sum_squares
 from deltalab.tensors.format import DTYPES, read_header
 from deltalab.tensors.hashing import Sha256
@@ -222,6 +223,7 @@ def build_task_vectors(
     if values_dtype not in VALUE_DTYPES:
         raise ConfigError(f"values dtype must be one of {list(VALUE_DTYPES)}, got {values_dtype!r}")
     vdtype = VALUE_DTYPES[values_dtype]
+    check_same_architecture(base.path, [ft.path for ft, _ in targets])
     jobs = [_target(base, ft, Path(out), top_ratio, vdtype) for ft, out in targets]
     meta: list[dict[str, dict]] = [{} for _ in jobs]
     base_hashes: dict[str, str] = {}
@@ -397,6 +399,16 @@ class TaskVector:
                     f"{info.path} has {list(info.shape)} (the vector was made from "
                     f"{self.meta.get('base')})"
                 )
+
+    def dropped_rows(self) -> dict[str, int]:
+        """Rows of the fine-tune beyond the base's (tokens it added) per resized tensor: τ covers
+        the shared rows only, so a merge onto the base cannot carry them (the base's vocabulary
+        and config are kept)."""
+        return {
+            name: e["finetuned_rows"] - e["shape"][0]
+            for name, e in self.entries.items()
+            if e.get("finetuned_rows", 0) > e["shape"][0]
+        }
 
     def sparse_chunks(
         self, name: str, ranges: Sequence[tuple[int, int]]

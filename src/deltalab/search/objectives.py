@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deltalab.errors import CheckpointError, DataError
-from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.prompts import format_prompt
 from deltalab.merging.live import LiveMerge
 from deltalab.search.params import SearchParams
 from deltalab.search.queries import consistency
@@ -32,7 +32,7 @@ class TrialResult:
 def prompt_perplexity(model, tokenizer, questions: Sequence[str], batch_size: int = 64) -> float:
     """exp(mean over questions of the mean NLL of each formatted question's tokens after the
     first), right-padded batches."""
-    encoded = tokenizer([format_prompt(q) for q in questions], add_special_tokens=False)[
+    encoded = tokenizer([format_prompt(tokenizer, q) for q in questions], add_special_tokens=False)[
         "input_ids"
     ]
     if any(len(ids) < 2 for ids in encoded):

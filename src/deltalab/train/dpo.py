@@ -15,17 +15,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from deltalab.data.preferences import preference_pairs
-from deltalab.evaluation.generation import format_prompt
+from deltalab.evaluation.prompts import format_prompt
 from deltalab.train.params import DPOParams
 from deltalab.train.recipe import TrainingRun
 
 
-def preference_dataset(rows: Sequence[dict], inject: Callable[[str], str]) -> Dataset:
-    """TRL's standard preference format; `inject` rewrites the responses (mul_tokens condition)."""
+def preference_dataset(
+    rows: Sequence[dict], inject: Callable[[str], str], tokenizer: PreTrainedTokenizerBase
+) -> Dataset:
+    """TRL's standard preference format, prompts in the checkpoint's own format; `inject`
+    rewrites the responses (the condition's text transform)."""
     return Dataset.from_list(
         [
             {
-                "prompt": format_prompt(r["prompt"]),
+                "prompt": format_prompt(tokenizer, r["prompt"]),
                 "chosen": " " + inject(r["chosen"]),
                 "rejected": " " + inject(r["rejected"]),
             }
@@ -69,8 +72,14 @@ def dpo_trainer(
 
 
 def preference_datasets(
-    path: str | os.PathLike, cfg: DPOParams, inject: Callable[[str], str]
+    path: str | os.PathLike,
+    cfg: DPOParams,
+    inject: Callable[[str], str],
+    tokenizer: PreTrainedTokenizerBase,
 ) -> tuple[Dataset, Dataset]:
     """The (train, validation) datasets of a DPO run (dpo and masked_dpo read the same ones)."""
     train, val = preference_pairs(path, cfg.val_fraction, cfg.max_train_samples)
-    return preference_dataset(train, inject), preference_dataset(val, inject)
+    return (
+        preference_dataset(train, inject, tokenizer),
+        preference_dataset(val, inject, tokenizer),
+    )

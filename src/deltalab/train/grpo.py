@@ -18,7 +18,8 @@ from trl import GRPOConfig, GRPOTrainer
 from deltalab.data import read_jsonl
 from deltalab.errors import DataError
 from deltalab.evaluation.answers import answers_match, extract_answer, normalize_number
-from deltalab.evaluation.generation import format_prompt, generate_greedy
+from deltalab.evaluation.generation import generate_greedy
+from deltalab.evaluation.prompts import format_prompt
 from deltalab.evaluation.stats import discordant_counts, mcnemar_exact
 from deltalab.train.params import RLVRParams
 from deltalab.train.recipe import TrainingRun
@@ -56,9 +57,9 @@ class RewardGuard(TrainerCallback):
             raise DataError(f"step {state.global_step}: the mean reward is {reward}")
 
 
-def rlvr_dataset(rows: Sequence[dict]) -> Dataset:
+def rlvr_dataset(rows: Sequence[dict], tokenizer: PreTrainedTokenizerBase) -> Dataset:
     return Dataset.from_list(
-        [{"prompt": format_prompt(r["prompt"]), "answer": r["answer"]} for r in rows]
+        [{"prompt": format_prompt(tokenizer, r["prompt"]), "answer": r["answer"]} for r in rows]
     )
 
 
@@ -101,7 +102,7 @@ def greedy_correct(
     responses = generate_greedy(
         model,
         tokenizer,
-        [format_prompt(r["prompt"]) for r in rows],
+        [format_prompt(tokenizer, r["prompt"]) for r in rows],
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
     )
