@@ -11,7 +11,7 @@ from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
 from deltalab.data.preferences import preference_pairs
 from deltalab.errors import CheckpointError
-from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
+from deltalab.masks.build import MaskFile, build_masks, eligible, moved_entries, score_sources
 from deltalab.masks.compare import jaccard_table
 from deltalab.masks.fisher import checkpoint_fisher
 from deltalab.masks.report import plot_layers, summary
@@ -45,7 +45,8 @@ def main(params, cond: str, seed: int) -> None:
     meta |= {"base": str(base.path), "finetuned": str(tuned.path)}
     member = paths.member(cond, seed)
     with atomic_dir(paths.masks(cond, seed)) as tmp:
-        files = build_masks(tmp, sources, cfg.density, cfg.selection, meta)
+        moved = moved_entries(base, tuned, names)  # a mask selects only entries DPO changed
+        files = build_masks(tmp, sources, cfg.density, cfg.selection, meta, moved)
         opened = {method: MaskFile(path) for method, path in files.items()}
         reference_method = "magnitude" if "magnitude" in opened else next(iter(opened))
         table = jaccard_table(opened, reference_method)

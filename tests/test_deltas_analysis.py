@@ -292,3 +292,21 @@ def test_stage_writes_metrics_and_report(tmp_path, monkeypatch):
     assert m["deltas"]["sft_gsm8k"]["total"]["frac_zero"] > 0.4
     assert set(m["deltas"]["sft_tulu"]["modules"]) >= {"attn_q", "attn_k", "attn_v", "mlp_up"}
     assert (tmp_path / "reports" / "deltas" / "baseline-0" / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "says"), [(torch.bfloat16, "stored in bf16"), (None, "stored in fp32")]
+)
+def test_report_states_the_dtype_the_checkpoints_are_stored_in(tmp_path, dtype, says):
+    from deltalab.deltas.report import write_report
+
+    model = build("llama")
+    base = Checkpoint(save(model, tmp_path / "base", dtype))
+    ft = Checkpoint(save(finetune(model, 1, 5e-2), tmp_path / "ft", dtype))
+    result = analyze([DeltaInput("sft", base, ft)], AnalyzeDeltasParams(methods={"sft": "sft"}),
+                     progress=False)  # fmt: skip
+    assert set(result.dtypes.values()) == {"BF16" if dtype else "F32"}
+    write_report(result, tmp_path / "r", title="t")
+    text = (tmp_path / "r" / "report.md").read_text()
+    other = "stored in fp32" if dtype else "stored in bf16"
+    assert says in text and other not in text

@@ -240,3 +240,43 @@ def test_fisher_cuts_pairs_to_the_context_and_refuses_prompts_that_fill_it():
     assert torch.isfinite(fisher[name]).all() and fisher[name].sum() >= 0
     with pytest.raises(DataError, match="longer than 4 tokens"):
         dpo_fisher(model, model, tokenizer, [long], 0.1, [name], max_length=4, progress=False)
+
+
+def _moved(deltas: dict[str, torch.Tensor]):
+    return {n: (lambda d=d: d.reshape(-1) != 0) for n, d in deltas.items()}
+
+
+@pytest.mark.parametrize("selection", ["tensor", "global"])
+def test_masks_never_select_an_entry_whose_delta_is_exactly_zero(tmp_path, selection):
+    """Two runs that change disjoint modules: their magnitude masks used to fill the density with
+    unchanged entries in index order (Jaccard 0.46 against 0.18 at random); now they share
+    nothing, each keeps only what moved, and reports the density it reached."""
+    g = torch.Generator().manual_seed(3)
+    shapes = {"h.0.attn.c_attn.weight": (32, 32), "h.0.mlp.c_fc.weight": (32, 32)}
+    names = list(shapes)
+    run_a = {n: torch.zeros(s) for n, s in shapes.items()}
+    run_b = {n: torch.zeros(s) for n, s in shapes.items()}
+    run_a[names[0]] = torch.randn(32, 32, generator=g)  # moves attention only
+    run_b[names[1]] = torch.randn(32, 32, generator=g)  # moves the MLP only
+    run_a[names[1]][0, :10] = 1.0  # and 10 MLP entries: fewer than the density asks there
+    run_b[names[1]][0, :10] = 0.0  # which run b leaves alone: the runs touch disjoint entries
+    files = {}
+    for label, deltas in (("a", run_a), ("b", run_b)):
+        masks = dict(select(_scores(deltas), 0.25, selection, _moved(deltas)))
+        for name, mask in masks.items():
+            assert not (mask & (deltas[name].reshape(-1) == 0)).any()
+        moved = {n: int((d != 0).sum()) for n, d in deltas.items()}
+        files[label] = MaskFile(
+            write_mask(tmp_path / f"{label}.safetensors", masks.items(), shapes, {"method": "m"},
+                       moved) and tmp_path / f"{label}.safetensors"
+        )  # fmt: skip
+    got = jaccard(files["a"], files["b"])
+    assert got["jaccard"] == 0.0
+    if selection == "tensor":
+        assert files["a"].entries[names[1]] == {"shape": [32, 32], "kept": 10, "movable": 10}
+        assert files["a"].density == pytest.approx((256 + 10) / 2048)  # what it reached
+    # with every entry moved, the restriction changes nothing (bit for bit)
+    dense = {n: torch.randn(s, generator=g) for n, s in shapes.items()}
+    plain = dict(select(_scores(dense), 0.25, selection))
+    restricted = dict(select(_scores(dense), 0.25, selection, _moved(dense)))
+    assert all(torch.equal(plain[n], restricted[n]) for n in names)

@@ -74,6 +74,8 @@ class Analysis:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     # {"include": [...], "exclude": [...], "tensors": N, "of": M} when a name filter was given
     selected: dict | None = None
+    # source → the dtype most of its entries are stored in (what `bf16-unchanged` means depends)
+    dtypes: dict[str, str] = field(default_factory=dict)
 
     def delta_total(self, label: str) -> DeltaSums:
         total = DeltaSums()
@@ -168,6 +170,7 @@ def analyze(
     result = Analysis(
         params=params,
         deltas={d.label: {"base": d.base.source, "finetuned": d.finetuned.source} for d in deltas},
+        dtypes={c.source: c.main_dtype for d in deltas for c in (d.base, d.finetuned)},
         pairs={
             pair_key(a.label, b.label): (a.label, b.label)
             for g in groups

@@ -58,20 +58,41 @@ _CONTRAST_COLS = [
 ]
 
 
+FP32_NOTE = (
+    "Update sparsity and rank of each delta. Checkpoints stored in fp32, like the tiny "
+    "models of this pipeline, hold nothing in bf16: their `bf16-unchanged` share counts the "
+    "entries whose update storing both checkpoints in bf16 would round away (|Δ| ≤ 2⁻⁹·|W|, "
+    "half a bf16 step of W), not weights that stayed bit-identical as in the published bf16 "
+    "numbers.\n\n"
+)
+
+
+def _dtype_note(dtypes: dict[str, str]) -> str:
+    """What `bf16-unchanged` means for these checkpoints, from the dtypes they are stored in."""
+    kinds = set(dtypes.values())
+    if kinds <= {"F32"}:
+        return FP32_NOTE
+    stored = ", ".join(f"`{source}` {dtype}" for source, dtype in dtypes.items())
+    if kinds == {"BF16"}:
+        return (
+            f"Update sparsity and rank of each delta. Checkpoints stored in bf16 ({stored}): "
+            "`bf16-unchanged` counts weights that stayed bit-identical, as in the published "
+            "numbers.\n\n"
+        )
+    return (
+        f"Update sparsity and rank of each delta. Checkpoints stored in mixed dtypes ({stored}): "
+        "`bf16-unchanged` counts the entries whose update storing both in bf16 would round "
+        "away (|Δ| ≤ 2⁻⁹·|W|); it is bit-identity only where both sides are bf16.\n\n"
+    )
+
+
 def methods_markdown(s: Summary) -> str:
     """The methods section: update sparsity, rank and where each delta moves the weights,
     the head-to-head contrasts, and the published numbers beside ours with verdicts."""
     analysis = s.analysis
     p = analysis.params
     ratio_pct = f"{100 * p.top_ratio:g}%"
-    out = [
-        "\n## Methods compared: SFT, DPO, RLVR\n\n",
-        "Update sparsity and rank of each delta. Checkpoints stored in fp32, like the tiny "
-        "models of this pipeline, hold nothing in bf16: their `bf16-unchanged` share counts the "
-        "entries whose update storing both checkpoints in bf16 would round away (|Δ| ≤ 2⁻⁹·|W|, "
-        "half a bf16 step of W), not weights that stayed bit-identical as in the published bf16 "
-        "numbers.\n\n",
-    ]
+    out = ["\n## Methods compared: SFT, DPO, RLVR\n\n", _dtype_note(analysis.dtypes)]
     rows = []
     for label, d in s.deltas.items():
         m = d.total

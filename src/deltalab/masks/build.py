@@ -59,26 +59,76 @@ def random_scores(shape: Sequence[int], name: str, seed: int) -> torch.Tensor:
     return torch.rand(math.prod(shape), generator=gen)
 
 
-def select(scores: Scores, density: float, selection: str) -> Iterator[tuple[str, torch.Tensor]]:
+def _within(
+    mask_of: Callable[[torch.Tensor], torch.Tensor],
+    score: torch.Tensor,
+    allowed: torch.Tensor | None,
+) -> torch.Tensor:
+    """`mask_of` applied to the allowed entries only, scattered back (all allowed: unchanged)."""
+    if allowed is None:
+        return mask_of(score)
+    idx = allowed.reshape(-1).nonzero().reshape(-1)
+    out = torch.zeros(score.numel(), dtype=torch.bool)
+    out[idx] = mask_of(score.reshape(-1)[idx])
+    return out
+
+
+def select(
+    scores: Scores,
+    density: float,
+    selection: str,
+    moved: Mapping[str, Callable[[], torch.Tensor]] | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, flat bool mask) per tensor: the top `density` of each tensor's scores, or of all
-    scores pooled (`global`: exactly round(density · Σn) entries over all tensors)."""
+    scores pooled (`global`: exactly round(density · Σn) entries over all tensors).
+
+    With `moved` (name → bool tensor of the entries whose delta is not exactly zero), only those
+    can be selected: where fewer entries moved than the density asks, the mask keeps all of them
+    and its density is what it reached (never filled with unchanged entries in index order).
+    """
     density = check_density(density)
     if selection not in SELECTIONS:
         raise ConfigError(f"mask selection must be one of {SELECTIONS}, got {selection!r}")
+
+    def allowed(name: str) -> torch.Tensor | None:
+        if moved is None:
+            return None
+        bits = moved[name]().reshape(-1)
+        return None if bool(bits.all()) else bits
+
     if selection == "tensor":
         for name, (shape, score) in scores.items():
-            yield name, topk_mask(score(), topk_count(math.prod(shape), density))
+            k = topk_count(math.prod(shape), density)
+            yield (
+                name,
+                _within(lambda x, k=k: topk_mask(x, min(k, x.numel())), score(), allowed(name)),
+            )
         return
     total = sum(math.prod(shape) for shape, _ in scores.values())
     k = topk_count(total, density)
+    masks = {name: allowed(name) for name in scores}
 
     def stream() -> Iterator[torch.Tensor]:
-        for _, score in scores.values():
-            yield score()
+        for name, (_, score) in scores.items():
+            s, a = score(), masks[name]
+            yield s if a is None else s.reshape(-1)[a]
 
-    builder = MaskBuilder(find_threshold(stream, k))
+    movable = sum(
+        math.prod(sh) if masks[n] is None else int(masks[n].sum()) for n, (sh, _) in scores.items()
+    )
+    builder = MaskBuilder(find_threshold(stream, min(k, movable)))
     for name, (_, score) in scores.items():  # the stream's order: ties fill in that order
-        yield name, builder(score())
+        yield name, _within(builder, score(), masks[name])
+
+
+def moved_entries(
+    base: Checkpoint, tuned: Checkpoint, names: Sequence[str]
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """name → the entries whose delta is not exactly zero (what a mask of this run may select)."""
+    return {
+        n: (lambda n=n: tuned.read_f32(n).reshape(-1) != base.read_f32(n).reshape(-1))
+        for n in names
+    }
 
 
 def score_sources(
@@ -141,13 +191,19 @@ def build_masks(
     density: float,
     selection: str,
     meta: Mapping[str, str],
+    moved: Mapping[str, Callable[[], torch.Tensor]] | None = None,
 ) -> dict[str, Path]:
-    """One packed mask file per method in `out_dir` (which must exist)."""
+    """One packed mask file per method in `out_dir` (which must exist); with `moved`, every
+    mask selects only entries the run changed (and records how many could be selected)."""
     files = {}
+    movable = None
+    if moved is not None:
+        movable = {n: int(fn().sum()) for n, fn in moved.items()}
     for method, scores in sources.items():
         shapes = {n: shape for n, (shape, _) in scores.items()}
         path = Path(out_dir) / f"{method}.safetensors"
-        write_mask(path, select(scores, density, selection), shapes, {**meta, "method": method})
+        masks = select(scores, density, selection, moved)
+        write_mask(path, masks, shapes, {**meta, "method": method}, movable)
         files[method] = path
     return files
 
@@ -157,8 +213,10 @@ def write_mask(
     masks: Iterable[tuple[str, torch.Tensor]],
     shapes: Mapping[str, tuple[int, ...]],
     meta: Mapping[str, str],
+    movable: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """Write masks (flat bool, in `shapes` order) as packed bits; atomic. Returns the metadata."""
+    """Write masks (flat bool, in `shapes` order) as packed bits; atomic. Returns the metadata.
+    `movable`: per tensor, how many entries the mask could select (recorded when fewer than all)."""
     plan = [(f"{n}:mask", "U8", ((math.prod(s) + 7) // 8,)) for n, s in shapes.items()]
     entries: dict[str, dict] = {}
     with atomic_file(path) as tmp:
@@ -171,6 +229,8 @@ def write_mask(
                     raise ValueError(f"{name}: mask of {bits.size} entries for {shapes[name]}")
                 writer.write(f"{name}:mask", torch.from_numpy(np.packbits(bits, bitorder="little")))
                 entries[name] = {"shape": list(shapes[name]), "kept": int(bits.sum())}
+                if movable is not None and movable[name] < bits.size:
+                    entries[name]["movable"] = movable[name]
             metadata = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,

@@ -20,7 +20,13 @@ from deltalab.errors import ConfigError
 
 def _cmd_masks(args: argparse.Namespace) -> int:
     from deltalab.atomic import atomic_dir
-    from deltalab.masks.build import MaskFile, build_masks, eligible, score_sources
+    from deltalab.masks.build import (
+        MaskFile,
+        build_masks,
+        eligible,
+        moved_entries,
+        score_sources,
+    )
     from deltalab.masks.compare import jaccard_table
     from deltalab.masks.report import summary
     from deltalab.tensors.hub import resolve_checkpoint
@@ -48,7 +54,8 @@ def _cmd_masks(args: argparse.Namespace) -> int:
     meta = {"density": repr(args.density), "selection": args.selection, "seed": str(args.seed)}
     meta |= {"base": base.source, "finetuned": tuned.source}
     with atomic_dir(args.out) as tmp:
-        files = build_masks(tmp, sources, args.density, args.selection, meta)
+        moved = moved_entries(base, tuned, names)
+        files = build_masks(tmp, sources, args.density, args.selection, meta, moved)
         opened = {m: MaskFile(p) for m, p in files.items()}
         table = jaccard_table(opened, "magnitude")
         kept = {m: f.density for m, f in opened.items()}

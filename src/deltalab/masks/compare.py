@@ -26,10 +26,17 @@ def _popcount(x: np.ndarray) -> int:
     return int(np.bitwise_count(x).sum(dtype=np.int64))
 
 
+def _movable(mask: MaskFile, name: str) -> int:
+    """Entries the mask could select in a tensor: those its run changed, when it says so."""
+    entry = mask.entries[name]
+    return entry.get("movable", math.prod(entry["shape"]))
+
+
 def jaccard(a: MaskFile, b: MaskFile) -> dict[str, Any]:
     """Jaccard of two masks over the tensors they share (same shapes), pooled and per tensor;
     `a_in_b` = |A∩B|/|A|; `random` = the expectation for independent masks of the same pooled
-    densities; per tensor: name → (jaccard, layer, module)."""
+    densities over what both could select (entries their run changed, when fewer than all);
+    per tensor: name → (jaccard, layer, module)."""
     shared = [n for n in a.entries if n in b.entries]
     if not shared:
         raise CheckpointError(f"{a.path} and {b.path} share no tensor")
@@ -46,14 +53,16 @@ def jaccard(a: MaskFile, b: MaskFile) -> dict[str, Any]:
         inter, union = inter + i, union + u
         size_a += _popcount(pa)
         size_b += _popcount(pb)
-        total += math.prod(a.entries[name]["shape"])
+        total += min(_movable(a, name), _movable(b, name))
         layer, module = layer_module(name)
         per_tensor[name] = {"jaccard": i / u if u else 0.0, "layer": layer, "module": module}
     values = [t["jaccard"] for t in per_tensor.values()]
     return {
         "jaccard": inter / union if union else 0.0,
         "a_in_b": inter / size_a if size_a else 0.0,
-        "random": random_jaccard(size_a / total, size_b / total),
+        "random": random_jaccard(min(1.0, size_a / total), min(1.0, size_b / total))
+        if total
+        else 0.0,
         "per_tensor_mean": float(np.mean(values)),
         "per_tensor_min": float(np.min(values)),
         "per_tensor_max": float(np.max(values)),

@@ -119,7 +119,7 @@ def merge(
             raise
         finally:
             bar.close()
-        changed = out_code if out_code and out_code != _main_dtype(base) else None
+        changed = out_code if out_code and out_code != base.main_dtype else None
         copy_aux_files(base.path, tmp, changed)
         info = {
             "deltalab_version": __version__,
@@ -138,13 +138,6 @@ def merge(
         } | ({"dropped_rows": dropped} if dropped else {})
         (tmp / "deltalab_merge.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
-
-
-def _main_dtype(base: Checkpoint) -> str:
-    counts: dict[str, int] = {}
-    for info in base.tensors.values():
-        counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
-    return max(counts, key=counts.get)
 
 
 def _merge_tensor(

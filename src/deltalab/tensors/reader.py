@@ -156,6 +156,14 @@ class Checkpoint(SafetensorsReader):
     def names(self) -> list[str]:
         return list(self.tensors)
 
+    @property
+    def main_dtype(self) -> str:
+        """The safetensors dtype holding most of the checkpoint's entries (BF16, F32, ...)."""
+        counts: dict[str, int] = {}
+        for info in self.tensors.values():
+            counts[info.dtype] = counts.get(info.dtype, 0) + info.numel
+        return max(counts, key=counts.get) if counts else "none"
+
     def has(self, name: str) -> bool:
         return name in self.tensors or name in self.aliases
 
