@@ -10,6 +10,9 @@ File format (safetensors, `format` = "deltalab.task_vector", version 1). Per ten
 
 Entries stay unscaled on disk; a norm-preserving rescale is a per-tensor factor in the metadata, so
 a global rescale, known only after the last tensor, never needs a second pass.
+
+One concern over ~400 lines: the task vector file, written (in one pass over the base for every
+vector of a triple) and read back (streamed chunks for the merges and the comparisons).
 """
 
 from __future__ import annotations
