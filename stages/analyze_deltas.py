@@ -24,6 +24,7 @@ from deltalab.tensors.reader import Checkpoint
 def main(params, cond: str, seed: int) -> None:
     cfg = AnalyzeDeltasParams(
         **params.analyze_deltas.model_dump(),
+        pairs=params.study.deltas,
         contrast=params.study.contrast,
         methods=delta_methods(params.study.deltas, params.study.checkpoints),
     )

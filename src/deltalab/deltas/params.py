@@ -41,8 +41,12 @@ class AnalyzeDeltasSettings(Section):
 
 
 class AnalyzeDeltasParams(AnalyzeDeltasSettings):
-    """The settings plus what the deltas are: contrasted labels and each label's method."""
+    """The settings plus what the deltas are: their (base, finetuned) names, contrasted labels
+    and each label's method (all recorded in summary.json)."""
 
+    pairs: list[StrPair] = Field(
+        default_factory=list, description="(base, finetuned) checkpoint names of the deltas"
+    )
     contrast: list[StrPair] = Field(
         default_factory=list,
         description="(a, b) delta labels of one base compared head-to-head with the published "
