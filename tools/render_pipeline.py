@@ -304,6 +304,17 @@ def mask_stages(params: Params) -> dict[str, dict]:
     return out
 
 
+# Per delta-track recipe: the plot's name suffix, its title, and dvclive file → column.
+TRACK_CURVES = {
+    "dpo": ("rewards", "DPO validation reward accuracy and margin", {
+        "eval/rewards/accuracies.tsv": "accuracies", "eval/rewards/margins.tsv": "margins",
+        "rewards/accuracies.tsv": "accuracies"}),
+    "rlvr": ("reward", "GRPO mean reward, reward spread and KL to the parent", {
+        "reward.tsv": "reward", "frac_reward_zero_std.tsv": "frac_reward_zero_std",
+        "kl.tsv": "kl"}),
+}  # fmt: skip
+
+
 def render_plots(params: Params) -> list[dict]:
     """Top-level plots: each main-track training stage's loss across the conditions (first seed),
     and the DPO and GRPO curves of the first delta-track member."""
@@ -321,24 +332,13 @@ def render_plots(params: Params) -> list[dict]:
             plots.append(
                 {f"{name}_loss": {"title": title, "template": "linear", "x": "step", "y": series}}
             )
-        elif spec.matrix == "delta_track" and spec.recipe == "dpo":
+        elif spec.matrix == "delta_track" and spec.recipe in TRACK_CURVES:
+            suffix, title, columns = TRACK_CURVES[spec.recipe]
             m = f"{logs}/{first}/plots/metrics"
-            plots.append({f"{name}_rewards": {
-                "title": f"DPO validation reward accuracy and margin: {name} "
-                "(first delta-track member)",
+            plots.append({f"{name}_{suffix}": {
+                "title": f"{title}: {name} (first delta-track member)",
                 "template": "linear", "x": "step",
-                "y": {f"{m}/eval/rewards/accuracies.tsv": "accuracies",
-                      f"{m}/eval/rewards/margins.tsv": "margins",
-                      f"{m}/rewards/accuracies.tsv": "accuracies"}}})  # fmt: skip
-        elif spec.matrix == "delta_track" and spec.recipe == "rlvr":
-            m = f"{logs}/{first}/plots/metrics"
-            plots.append({f"{name}_reward": {
-                "title": f"GRPO mean reward, reward spread and KL to the parent: {name} "
-                "(first delta-track member)",
-                "template": "linear", "x": "step",
-                "y": {f"{m}/reward.tsv": "reward",
-                      f"{m}/frac_reward_zero_std.tsv": "frac_reward_zero_std",
-                      f"{m}/kl.tsv": "kl"}}})  # fmt: skip
+                "y": {f"{m}/{file}": column for file, column in columns.items()}}})  # fmt: skip
     return plots
 
 
