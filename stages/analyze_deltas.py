@@ -39,7 +39,7 @@ def main(params, cond: str, seed: int) -> None:
             raise CheckpointError(f"analyze_deltas@{cond}-{seed}: {name!r}: {exc}") from exc
     configure_torch(params.runtime)
     deltas = [DeltaInput(label, opened[base], opened[ft]) for label, base, ft in members]
-    result = analyze(deltas, cfg)
+    result = analyze(deltas, cfg, include=cfg.include or None, exclude=cfg.exclude or None)
     with atomic_dir(paths.member_report("deltas", cond, seed)) as tmp:
         write_report(result, tmp, title=f"Weight deltas: {cond}, seed {seed}")
     write_json(paths.delta_metrics(cond, seed), metrics(result))

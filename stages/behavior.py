@@ -16,7 +16,7 @@ def main(params, cond: str, seed: int) -> None:
     p = BehaviorParams(
         **params.behavior.model_dump(), models=plan.models, pairs=[list(x) for x in plan.pairs]
     )
-    checkpoints = {model: paths.checkpoint(cond, seed, model) for model in p.models}
+    checkpoints = {model: stage.checkpoint(cond, seed, model) for model in p.models}
     for model, path in checkpoints.items():  # fail before any model is loaded
         if not (path / "config.json").is_file():
             what = "no config.json" if path.is_dir() else "checkpoint directory not found"

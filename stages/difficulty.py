@@ -22,7 +22,7 @@ def main(params, cond: str, seed: int) -> None:
     cfg = params.difficulty
     pool = load_gsm8k(paths.SEARCH_POOL, limit=cfg.pool_limit)
     lm = open_live_model(
-        paths.checkpoint(cond, seed, params.study.task_vectors.base),
+        stage.checkpoint(cond, seed, params.study.task_vectors.base),
         paths.vector_files(cond, seed, VECTORS),
         runtime=params.runtime,
     )

@@ -13,7 +13,7 @@ from deltalab.train.recipe import TrainingRun, optimizer_state
 def main(params, checkpoint: str, cond: str, seed: int) -> None:
     spec = stage.made_here(params, checkpoint, "dpo")
     cfg = params.dpo
-    parent = paths.checkpoint(cond, seed, spec.parent)
+    parent = stage.checkpoint(cond, seed, spec.parent)
     out = paths.checkpoint(cond, seed, checkpoint)
     logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:

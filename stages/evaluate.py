@@ -8,7 +8,7 @@ from deltalab.models import configure_torch
 def main(params, cond: str, seed: int, model: str) -> None:
     configure_torch(params.runtime)
     result = evaluate_checkpoint(
-        paths.checkpoint(cond, seed, model),
+        stage.checkpoint(cond, seed, model),
         paths.dataset("gsm8k", "test"),
         paths.PROBES if params.evaluate.probes else None,
         paths.eval_metrics(cond, seed, model),

@@ -26,7 +26,7 @@ REWARD = "final/eval_rewards/accuracies"
 def train_masked(params, cond: str, seed: int, name: str) -> dict:
     cfg, spec = params.masked_dpo, params.study.checkpoints[name]
     mask = MaskFile(paths.mask_file(cond, seed, spec.mask))
-    parent = paths.checkpoint(cond, seed, spec.parent)
+    parent = stage.checkpoint(cond, seed, spec.parent)
     logs = paths.train_metrics(name, cond, seed)
     with TrainingRun(paths.checkpoint(cond, seed, name), logs, params.runtime, seed) as run:
         model, tokenizer = run.load_parent(parent)

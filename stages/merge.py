@@ -28,8 +28,8 @@ def main(params, cond: str, seed: int) -> None:
     rows = load_gsm8k(paths.dataset("gsm8k", "test"), limit=params.evaluate.gsm8k_limit)
     triple, (merged,) = params.study.task_vectors, made_by(params.study.checkpoints, "merge")
     named = {v: getattr(triple, v) for v in VECTORS}
-    sources = [paths.checkpoint(cond, seed, named[v]) for v in VECTORS]
-    base_dir = paths.checkpoint(cond, seed, triple.base)
+    sources = [stage.checkpoint(cond, seed, named[v]) for v in VECTORS]
+    base_dir = stage.checkpoint(cond, seed, triple.base)
     lm = open_live_model(base_dir, paths.vector_files(cond, seed, VECTORS), runtime=params.runtime)
     merge(
         lm.base,

@@ -1,12 +1,11 @@
-"""The pretrain recipe, <checkpoint>@<cond>-<seed>: GPT-2 from scratch on the corpus (rewritten by
-the condition's transform, `study.transforms`), or import of an existing checkpoint when
-`pretrain.import_from` is set."""
+"""The pretrain recipe, <checkpoint>@<cond>-<seed>: GPT-2 from scratch on the corpus, rewritten by
+the condition's transform (`study.transforms`). An existing checkpoint is the import recipe."""
 
 from transformers import AutoTokenizer
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
-from deltalab.models import build_gpt2, import_pretrained
+from deltalab.models import build_gpt2
 from deltalab.train.pretrain import pretrain_trainer
 from deltalab.train.recipe import TrainingRun
 
@@ -18,27 +17,14 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
     logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
         tokenizer = AutoTokenizer.from_pretrained(paths.TOKENIZER)
-        if cfg.import_from:
-            model = import_pretrained(
-                cfg.import_from,
-                tokenizer,
-                revision=cfg.revision,
-                trust_remote_code=params.runtime.trust_remote_code,
-            )
-            run.summary["imported"] = 1
-        else:
-            rewrite = stage.transform(params, cond)
-            corpus = {
-                split: [
-                    rewrite(r["text"]) for r in read_jsonl(paths.dataset("corpus", split), ["text"])
-                ]
-                for split in ("train", "val")
-            }
-            model = build_gpt2(params.model, tokenizer, seed)
-            trainer = pretrain_trainer(model, tokenizer, run, cfg, corpus["train"], corpus["val"])
-            run.train(trainer)
-            run.summary["final/train_blocks"] = len(trainer.train_dataset)
-            run.summary["final/tokens_per_block"] = min(cfg.max_length, model.config.n_positions)
+        rewrite = stage.transform(params, cond)
+        texts = {s: read_jsonl(paths.dataset("corpus", s), ["text"]) for s in ("train", "val")}
+        corpus = {s: [rewrite(r["text"]) for r in rows] for s, rows in texts.items()}
+        model = build_gpt2(params.model, tokenizer, seed)
+        trainer = pretrain_trainer(model, tokenizer, run, cfg, corpus["train"], corpus["val"])
+        run.train(trainer)
+        run.summary["final/train_blocks"] = len(trainer.train_dataset)
+        run.summary["final/tokens_per_block"] = min(cfg.max_length, model.config.n_positions)
         run.save(model, tokenizer)
 
 

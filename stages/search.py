@@ -37,7 +37,7 @@ def main(params, cond: str, seed: int) -> None:
     member = paths.member(cond, seed)
     queries_file = paths.queries(cond, seed)
     questions = load_queries(queries_file, member)
-    base_dir = paths.checkpoint(cond, seed, params.study.task_vectors.base)
+    base_dir = stage.checkpoint(cond, seed, params.study.task_vectors.base)
     vector_files = paths.vector_files(cond, seed, VECTORS)
     storage = open_storage(cfg.storage, default_storage_path(member))  # fail before loading
     lm = open_live_model(base_dir, vector_files, runtime=params.runtime)

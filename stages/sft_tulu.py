@@ -18,7 +18,7 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
     out = paths.checkpoint(cond, seed, checkpoint)
     logs = paths.train_metrics(checkpoint, cond, seed)
     with TrainingRun(out, logs, params.runtime, seed) as run:
-        model, tokenizer = run.load_parent(paths.checkpoint(cond, seed, spec.parent))
+        model, tokenizer = run.load_parent(stage.checkpoint(cond, seed, spec.parent))
         run.train(sft_trainer(model, tokenizer, run, cfg, train, val))
         run.save(model, tokenizer)
 

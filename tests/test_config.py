@@ -57,7 +57,8 @@ def test_bad_values_name_the_key_and_value(raw, key, detail):
         ({"delta_track": {"conditions": ["mul_tokens"]}, "conditions": ["baseline"]}, "mul_tokens"),
         ({"model": {"n_embd": 100, "n_head": 3}}, "n_head"),
         ({"model": {"n_positions": 64}, "sft_gsm8k": {"max_length": 128}}, "n_positions"),
-        ({"data": {"source": "hub"}}, "data.tulu"),
+        ({"data": {"source": "hub"}}, "data.source=hub needs data.gsm8k"),
+        ({"data": {"prefs": {"name": "org/p", "revision": "a" * 40}}}, "hub datasets need"),
         ({"tokenizer": {"source": "hub", "hub_id": "gpt2"}}, "revision"),
     ],
 )
@@ -182,14 +183,21 @@ def _ckpt(name: str, **spec) -> dict:
         ({"study": {"evaluate": ["rlvr"]}}, "evaluate: rlvr not made for the all matrix"),
         (_ckpt("dpo", parent="pretrain"), "masked DPO trains from the parent of the masks' run"),
         (_ckpt("merged", parent="sft_gsm8k"), "a merge starts from task_vectors.base"),
-        (_ckpt("pretrain", parent="sft_tulu"), "pretrain none"),
+        (
+            _ckpt("pretrain", parent="sft_tulu"),
+            "but pretrain and import starts from a declared parent",
+        ),
         (_ckpt("masked_dpo", mask="fisher_v2"), "'fisher_v2' is not built"),
         (_ckpt("masked_dpo", recipe="dpo"), "mask is set exactly for the masked_dpo recipe"),
         (_ckpt("sft_tulu", recipe="distill"), "study.checkpoints.sft_tulu.recipe"),
         ({"study": {"transforms": {"mul_tokens": "upper"}}}, "study.transforms.mul_tokens"),
         ({"study": {"transforms": {"other": "none"}}}, "'other' is not in conditions"),
         ({"study": {"compare_conditions": ["baseline", "x"]}}, "compare_conditions: 'x'"),
-        ({"study": {"contrast": [["sft_gsm8k", "dpo"]]}}, None),  # two labels of study.deltas: ok
+        ({"study": {"contrast": [["rlvr", "sft_gsm8k"]]}}, None),  # two deltas of one base: ok
+        (
+            {"study": {"contrast": [["sft_gsm8k", "dpo"]]}},
+            "have different bases (sft_tulu, sft_gsm8k)",
+        ),
         (_ckpt("sft_tulu", matrix="delta_track"), "its parent 'sft_tulu' only for delta_track"),
     ],
 )

@@ -182,8 +182,8 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
         source="hub",
         sizes=SIZES,
         tulu_val_size=2,
-        tulu=HubDataset(name=str(tulu), revision="main", limit=8),
-        gsm8k=HubDataset(name=str(gsm), config="main", revision="main"),
+        tulu=HubDataset(name=str(tulu), limit=8),
+        gsm8k=HubDataset(name=str(gsm), config="main"),
     )
     out = tmp_path / "prepared"
     prepare(params, out)
@@ -198,6 +198,6 @@ def test_hub_loaders_on_local_files_in_hub_format(tmp_path):
 
 
 def test_hub_loader_error_names_dataset(tmp_path):
-    spec = HubDataset(name=str(tmp_path / "nothing-here"), revision="main")
+    spec = HubDataset(name=str(tmp_path / "nothing-here"))
     with pytest.raises(DataError, match="nothing-here"):
         load_hub_rows(spec, ("question",))

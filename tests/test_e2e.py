@@ -20,50 +20,11 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.workspace import commit_all, copy_repository, offline_env, sh
+
 TRAINED = ("pretrain", "sft_tulu", "sft_gsm8k")
 CONDS = ("baseline", "mul_tokens")
 pytestmark = pytest.mark.slow
-
-
-def _env(repo: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    # The copy's own code, and nothing from the network.
-    env["PYTHONPATH"] = str(repo / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    return env
-
-
-def sh(
-    repo: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        cmd, cwd=repo, env={**_env(repo), **(env or {})}, capture_output=True, text=True
-    )
-    if check and proc.returncode:
-        command = " ".join(cmd)
-        raise AssertionError(f"{command} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def _copy_repository(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
 
 
 def _ran_stages(output: str) -> set[str]:
@@ -75,14 +36,10 @@ def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     repo = base / "repo"
     repo.mkdir()
-    _copy_repository(repo)
+    copy_repository(repo)
     shutil.copy(repo / "configs/micro.yaml", repo / "params.yaml")
-    sh(repo, "git", "init", "-q")
-    sh(repo, "git", "config", "user.email", "ci@deltalab")
-    sh(repo, "git", "config", "user.name", "ci")
     sh(repo, "dvc", "remote", "modify", "local", "url", str(base / "remote"))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-qm", "micro profile")
+    commit_all(repo, "micro profile")
     return base, repo
 
 
@@ -104,7 +61,7 @@ def _kill_training_mid_run(repo: Path) -> None:
     proc = subprocess.Popen(
         ["dvc", "repro", "sft_tulu@baseline-0"],
         cwd=repo,
-        env=_env(repo),
+        env=offline_env(repo),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -60,26 +60,6 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     assert not (tmp_path / "m.json").exists()
 
 
-def test_import_pretrained_resizes_to_the_study_vocabulary(tmp_path):
-    """The real-profile path: an existing checkpoint (here a local one in hub format)."""
-    from deltalab.models import import_pretrained
-
-    tok = tiny_tokenizer()
-    small = build_gpt2(ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64), tok, seed=0)
-    small.resize_token_embeddings(len(tok) - 45)  # a model that predates the mul tokens
-    save_checkpoint(small, tok, tmp_path / "base")
-    model = import_pretrained(str(tmp_path / "base"), tok)
-    assert model.get_input_embeddings().num_embeddings == len(tok)
-    assert model.config.pad_token_id == tok.pad_token_id
-    old = small.get_input_embeddings().weight
-    assert torch.equal(model.get_input_embeddings().weight[: len(tok) - 45], old)
-    with pytest.raises(CheckpointError, match="more than the study tokenizer"):
-        big = build_gpt2(ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64), tok, 0)
-        big.resize_token_embeddings(len(tok) + 64)
-        save_checkpoint(big, tok, tmp_path / "big")
-        import_pretrained(str(tmp_path / "big"), tok)
-
-
 def _saved(tmp_path, name="ckpt", vocab_delta=0):
     tok = tiny_tokenizer()
     model = build_gpt2(ModelParams(n_layer=1, n_head=2, n_embd=32, n_positions=64), tok, seed=0)

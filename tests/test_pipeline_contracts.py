@@ -402,10 +402,38 @@ def test_a_study_of_imported_style_pairs_renders_only_the_stages_it_needs():
     ]
 
 
+# Each source study's profile declares its own graph: the stages it renders, in order.
+STUDY_GRAPHS = {
+    "domain-tokens-10b.yaml": [
+        "prepare_data", "pretrain", "sft_tulu", "sft_gsm8k", "evaluate", "compare",
+        "analyze_deltas",
+    ],
+    "tulu3-8b.yaml": [
+        "prepare_data", "base", "sft", "dpo", "rlvr", "evaluate", "behavior", "analyze_deltas",
+    ],
+    "dots-qwen2.5-math-7b.yaml": [
+        "prepare_data", "base", "sft", "rlvr", "evaluate", "evaluate_track", "analyze_deltas",
+        "task_vectors", "difficulty", "sample_queries", "search", "merge",
+    ],
+    "gemma3-270m-masks.yaml": [
+        "prepare_data", "base", "dpo", "analyze_deltas", "masks", "masked_dpo",
+    ],
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("path", PARAM_FILES[1:], ids=lambda p: p.name)
-def test_every_profile_declares_the_committed_graph(path: Path):
-    """configs/ profiles are used as params.yaml with this dvc.yaml: same declared study."""
+def test_every_profile_declares_its_graph(path: Path):
+    """A profile of the tiny study renders the committed dvc.yaml; a source study's profile
+    renders its own graph, imported checkpoints as stages named after them."""
     from deltalab.config import load_params
     from tools import render_pipeline
 
-    assert render_pipeline.render(load_params(path)) == (ROOT / "dvc.yaml").read_text()
+    rendered = render_pipeline.render(load_params(path))
+    if path.name not in STUDY_GRAPHS:
+        assert rendered == (ROOT / "dvc.yaml").read_text()
+        return
+    stages = yaml.safe_load(rendered)["stages"]
+    assert list(stages) == STUDY_GRAPHS[path.name]
+    imported = [n for n, s in load_params(path).study.checkpoints.items() if s.recipe == "import"]
+    for name in imported:
+        assert f"python stages/import.py --checkpoint {name} " in stages[name]["cmd"]

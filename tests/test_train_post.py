@@ -194,6 +194,12 @@ def test_dpo_stage_trains_against_a_frozen_parent_and_saves_moments(tiny_workspa
     _load_stage("dpo").main(params, "dpo", "baseline", 0)
     assert paths.exp_avg("baseline", 0, "dpo").read_bytes() == first
 
+    # prompts longer than max_length leave TRL nothing to train on: a clear error, nothing written
+    short = _params(dpo=TRAIN | {"max_length": 4, "val_fraction": 0.2})
+    with pytest.raises(DataError, match=r"max_length=4: every one of the 16 training pairs"):
+        _load_stage("dpo").main(short, "dpo", "baseline", 0)
+    assert paths.exp_avg("baseline", 0, "dpo").read_bytes() == first
+
 
 def test_rlvr_stage_reports_reward_and_held_out_accuracy(tiny_workspace, monkeypatch):
     monkeypatch.chdir(tiny_workspace)

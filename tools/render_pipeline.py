@@ -82,6 +82,26 @@ def stage(cmd: str, deps: list[str], params: list[Any], outs: list[Any], **extra
     return body | {k: v for k, v in extra.items() if v}
 
 
+def import_stage(params: Params, name: str) -> dict:
+    spec = params.study.checkpoints[name]
+    return {
+        "matrix": MATRIX[spec.matrix],
+        **stage(
+            f"stages/import.py --checkpoint {name} {ARGS}",
+            [],
+            ["runtime.trust_remote_code", f"study.checkpoints.{name}"],
+            [model(name)],
+        ),
+    }
+
+
+def checkpoint_stage(params: Params, name: str) -> dict:
+    """The stage that makes a declared checkpoint: its import, or its training run."""
+    if params.study.checkpoints[name].recipe == "import":
+        return import_stage(params, name)
+    return training_stage(params, name)
+
+
 def training_stage(params: Params, name: str) -> dict:
     spec = params.study.checkpoints[name]
     metrics, plots = train_logs(name)
@@ -133,9 +153,10 @@ def member_stage(script: str, deps: list[str], params: list[Any], outs: list[Any
 def render_stages(params: Params) -> dict[str, dict]:
     """dvc.yaml's `stages:` for the declared study, without code deps."""
     study = params.study
-    trained = [n for n, s in study.checkpoints.items() if s.recipe in TRAINED]
-    main_track = [n for n in trained if study.checkpoints[n].matrix == "all"]
-    track = [n for n in trained if study.checkpoints[n].matrix == "delta_track"]
+    # one stage per imported or trained checkpoint (masked DPO and the merge share theirs)
+    own = [n for n, s in study.checkpoints.items() if s.recipe in (*TRAINED, "import")]
+    main_track = [n for n in own if study.checkpoints[n].matrix == "all"]
+    track = [n for n in own if study.checkpoints[n].matrix == "delta_track"]
     stages: dict[str, dict] = {
         "prepare_data": stage("stages/prepare_data.py", [], ["data"], ["data/prepared"]),
     }
@@ -147,7 +168,7 @@ def render_stages(params: Params) -> dict[str, dict]:
             ["models/tokenizer"],
         )
     for name in main_track:
-        stages[name] = training_stage(params, name)
+        stages[name] = checkpoint_stage(params, name)
     if study.evaluate:
         stages["evaluate"] = evaluate_stage("all", "${study.evaluate}")
     if study.evaluate and study.compare_conditions:
@@ -168,7 +189,7 @@ def render_stages(params: Params) -> dict[str, dict]:
             ],
         )  # fmt: skip
     for name in track:
-        stages[name] = training_stage(params, name)
+        stages[name] = checkpoint_stage(params, name)
     if study.evaluate_track:
         stages["evaluate_track"] = evaluate_stage("delta_track", "${study.evaluate_track}")
     if study.behavior:

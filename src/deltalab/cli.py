@@ -21,6 +21,12 @@ def _cmd_params_check(args: argparse.Namespace) -> int:
 
     params = load_params(args.file)
     print(f"{args.file}: ok ({len(params.conditions)} conditions, seeds {params.seeds})")
+    if unpinned := params.unpinned():
+        # valid (a profile may name candidates), but every stage refuses until they are pinned
+        print(f"{args.file}: not runnable until pinned:", file=sys.stderr)
+        for line in unpinned:
+            print(f"  {line}", file=sys.stderr)
+        return 2 if args.pinned else 0
     return 0
 
 
@@ -32,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     params_sub = params.add_subparsers(dest="params_command", required=True)
     check = params_sub.add_parser("check", help="validate a params file against the schema")
     check.add_argument("file", nargs="?", default="params.yaml")
+    check.add_argument(
+        "--pinned", action="store_true", help="also fail (exit 2) on a hub source not yet pinned"
+    )
     check.set_defaults(func=_cmd_params_check)
 
     evaluation_cli.register(sub)

@@ -68,7 +68,8 @@ class _CoreParams(Section):
         sections = {"pretrain": self.pretrain, "sft_tulu": self.sft_tulu}
         sections |= {"sft_gsm8k": self.sft_gsm8k, "dpo": self.dpo, "masked_dpo": self.masked_dpo}
         for name, section in sections.items():
-            if section.max_length > self.model.n_positions:
+            # `model` shapes what pretrain builds; an imported model brings its own context
+            if self.study.made_by("pretrain") and section.max_length > self.model.n_positions:
                 raise ValueError(
                     f"{name}.max_length ({section.max_length}) exceeds "
                     f"model.n_positions ({self.model.n_positions})"
@@ -84,6 +85,12 @@ class _CoreParams(Section):
         for key, cond in named:
             if cond not in self.conditions:
                 raise ValueError(f"{key}: {cond!r} is not in conditions {self.conditions}")
+        for name, spec in self.study.checkpoints.items():
+            if isinstance(spec.source, dict) and set(spec.source) != set(self.conditions):
+                raise ValueError(
+                    f"study.checkpoints.{name}.source: one source per condition is needed; got "
+                    f"{sorted(spec.source)} for conditions {self.conditions}"
+                )
         return self
 
 
@@ -118,6 +125,23 @@ class Params(_CoreParams):
                     f"masks.methods {self.masks.methods})"
                 )
         return self
+
+    def unpinned(self) -> list[str]:
+        """`key: why` for every hub checkpoint or dataset whose revision is not yet pinned. Such
+        params are valid (a profile can name candidates) but no stage runs them."""
+        found = [
+            f"study.checkpoints.{name}.{key}.revision: hub id {why}"
+            for name, spec in self.study.checkpoints.items()
+            for key, source in spec.sources().items()
+            if (why := source.unpinned())
+        ]
+        datasets = {k: getattr(self.data, k) for k in ("tulu", "gsm8k", "prefs", "search_pool")}
+        found += [
+            f"data.{key}.revision: dataset {why}"
+            for key, spec in datasets.items()
+            if spec is not None and (why := spec.unpinned())
+        ]
+        return found
 
 
 # PyYAML follows YAML 1.1, where `2e-4` is a string; DVC reads it as a float (YAML 1.2).

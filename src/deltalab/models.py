@@ -24,6 +24,7 @@ from transformers import (
 from deltalab.errors import CheckpointError
 from deltalab.schema.model import ModelParams
 from deltalab.schema.runtime import RuntimeParams
+from deltalab.tensors.imports import resolve
 
 
 def _causal_loss(model: PreTrainedModel) -> PreTrainedModel:
@@ -101,6 +102,7 @@ def _checkpoint_source(
     is a hub id when `hub` allows it (fetched at `revision`), else a missing directory."""
     local = Path(path).expanduser()
     if local.exists() or not hub:
+        local = resolve(local) if local.is_dir() else local  # an import: its verified files
         if not local.is_dir():
             raise CheckpointError(f"{local}: checkpoint directory not found")
         if not (local / "config.json").is_file():
@@ -171,11 +173,9 @@ def load_causal_lm(
     dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a checkpoint (see `load_model`); the tokenizer must fit the model."""
-    model = load_model(
-        path, hub=hub, revision=revision, trust_remote_code=trust_remote_code, device=device,
-        dtype=dtype,
-    )  # fmt: skip
+    device, torch_dtype = resolve_device(device), _torch_dtype(dtype)
     name, source = _checkpoint_source(path, revision, trust_remote_code, hub)
+    model = _load_resolved(name, source, device, torch_dtype)
     tokenizer = _hf_load(
         name, "cannot load the tokenizer", lambda: AutoTokenizer.from_pretrained(name, **source)
     )
@@ -186,26 +186,6 @@ def load_causal_lm(
             f"{n_embeddings} embeddings"
         )
     return model, tokenizer
-
-
-def import_pretrained(
-    source: str,
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    revision: str | None = None,
-    trust_remote_code: bool = False,
-) -> PreTrainedModel:
-    """An existing causal LM (hub id or local path) resized to the study vocabulary."""
-    model = load_model(source, hub=True, revision=revision, trust_remote_code=trust_remote_code)
-    if model.get_input_embeddings().num_embeddings > len(tokenizer):
-        raise CheckpointError(
-            f"{source}: embedding has {model.get_input_embeddings().num_embeddings} rows, more "
-            f"than the study tokenizer's {len(tokenizer)} ids: wrong tokenizer for this model?"
-        )
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    model.config.eos_token_id = model.config.bos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model
 
 
 # How a tokenizer was loaded, not what it is: transformers writes these load options back into

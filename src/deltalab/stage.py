@@ -10,12 +10,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from deltalab import paths
 from deltalab.atomic import write_json
 from deltalab.config import Params, load_params
 from deltalab.errors import ConfigError, DeltalabError
 from deltalab.schema.study import CheckpointSpec
+from deltalab.tensors.imports import resolve
 from deltalab.tokens import text_transform
 
 
@@ -34,6 +37,8 @@ def run(main: Callable[..., Any], **arguments: type) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
     try:
         params = load_params(args.pop("params"))
+        if unpinned := params.unpinned():
+            raise ConfigError("not runnable until pinned:\n  " + "\n  ".join(unpinned))
         main(params, **args)
     except DeltalabError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -51,6 +56,12 @@ def made_here(params: Params, checkpoint: str, recipe: str) -> CheckpointSpec:
             f"study.checkpoints.{checkpoint}.recipe is {spec.recipe!r}; this stage is {recipe!r}"
         )
     return spec
+
+
+def checkpoint(cond: str, seed: int, name: str) -> Path:
+    """The directory to read checkpoint `name` of a member from: its stage output, or for an
+    imported checkpoint the files its manifest lists, each verified by size and sha256."""
+    return resolve(paths.checkpoint(cond, seed, name))
 
 
 def transform(params: Params, cond: str) -> Callable[[str], str]:

@@ -38,6 +38,12 @@ class AnalyzeDeltasSettings(Section):
         "tensors are streamed in row chunks (peak memory ≈ a few × 4 bytes × this)",
     )
     seed: int = Field(0, description="seed of the random sketches (results are deterministic)")
+    include: list[str] = Field(
+        default_factory=list,
+        description="regexes on tensor names: only matching tensors are read (none: all), e.g. "
+        "the seed study's layer filter 'layers\\.(0|15|31)\\.'",
+    )
+    exclude: list[str] = Field(default_factory=list, description="regexes of tensors left out")
 
 
 class AnalyzeDeltasParams(AnalyzeDeltasSettings):

@@ -200,7 +200,10 @@ def summary_json(s: Summary) -> dict:
     return _clean(
         {
             "deltalab_version": __version__,
-            "params": analysis.params.model_dump(),
+            # the tensor filter is recorded when one was used
+            "params": analysis.params.model_dump(
+                exclude={k for k in ("include", "exclude") if not getattr(analysis.params, k)}
+            ),
             **selected,
             "deltas": {
                 label: {

@@ -16,11 +16,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from deltalab.schema.base import Section, StrPair
+from deltalab.schema.pinning import check_revision, unpinned_revision
 
 # A stage script per recipe: stages/<recipe>.py, hyperparameters in the params section <recipe>.
-Recipe = Literal["pretrain", "sft_tulu", "sft_gsm8k", "dpo", "rlvr", "masked_dpo", "merge"]
+Recipe = Literal[
+    "import", "pretrain", "sft_tulu", "sft_gsm8k", "dpo", "rlvr", "masked_dpo", "merge"
+]
 # Recipes that train one checkpoint in a stage of its own, named after the checkpoint.
 TRAINED: tuple[Recipe, ...] = ("pretrain", "sft_tulu", "sft_gsm8k", "dpo", "rlvr")
+ROOTS: tuple[Recipe, ...] = ("import", "pretrain")  # recipes without a parent
 Method = Literal["sft", "dpo", "rlvr"]  # the training method, for the published per-method numbers
 METHOD_OF_RECIPE: dict[str, Method] = {
     "sft_tulu": "sft",
@@ -31,6 +35,25 @@ METHOD_OF_RECIPE: dict[str, Method] = {
 }
 Transform = Literal["none", "mul_tokens"]  # deltalab.tokens.text_transform
 Matrix = Literal["all", "delta_track"]  # conditions × seeds, or the delta_track members
+
+
+class ImportSource(Section):
+    """Where an imported checkpoint comes from: a hub repository at a pinned commit, or a local
+    directory (a path starting with `/`, `./`, `../` or `~`)."""
+
+    id: str = Field(min_length=1, description="hub repo id (org/name) or local directory")
+    revision: str | None = Field(
+        None, description="hub ids: the 40-hex commit (null: not yet pinned, refused at run time)"
+    )
+
+    @model_validator(mode="after")
+    def _revision(self) -> ImportSource:
+        check_revision(self.id, self.revision)
+        return self
+
+    def unpinned(self) -> str | None:
+        """Why this source is not pinned (None when it is)."""
+        return unpinned_revision(self.id, self.revision)
 
 
 class CheckpointSpec(Section):
@@ -45,16 +68,41 @@ class CheckpointSpec(Section):
         None, description="training method of its delta (default: the recipe's)"
     )
     mask: str | None = Field(None, description="masked_dpo only: the mask it trains under")
+    source: ImportSource | dict[str, ImportSource] | None = Field(
+        None, description="import only: one source, or one per condition"
+    )
+    store: Literal["reference", "copy"] = Field(
+        "reference",
+        description="import only: a manifest of the source's files, or the files themselves "
+        "in the stage output (DVC-cached, `dvc push`-able)",
+    )
 
     @model_validator(mode="after")
     def _recipe_fields(self) -> CheckpointSpec:
         if (self.recipe == "masked_dpo") != (self.mask is not None):
             raise ValueError("mask is set exactly for the masked_dpo recipe")
-        if (self.recipe == "pretrain") == (self.parent is not None):
+        if (self.recipe in ROOTS) == (self.parent is not None):
             raise ValueError(
-                "parent: every recipe but pretrain starts from a declared parent; pretrain none"
+                "parent: every recipe but pretrain and import starts from a declared parent; "
+                "those two have none"
             )
+        if (self.recipe == "import") != (self.source is not None):
+            raise ValueError("source is set exactly for the import recipe")
+        if self.recipe != "import" and self.store != "reference":
+            raise ValueError("store: only imported checkpoints are stored by reference or copy")
         return self
+
+    def sources(self) -> dict[str, ImportSource]:
+        """The import sources by their key under this checkpoint (`source`, `source.<cond>`)."""
+        if isinstance(self.source, ImportSource):
+            return {"source": self.source}
+        return {f"source.{cond}": src for cond, src in (self.source or {}).items()}
+
+    def source_for(self, cond: str) -> ImportSource:
+        """The import source of one condition."""
+        if isinstance(self.source, ImportSource):
+            return self.source
+        return self.source[cond]
 
     @property
     def delta_method(self) -> Method | None:
@@ -139,13 +187,18 @@ class StudyParams(Section):
                 missing = [m for m in pair if m not in self.behavior.models]
                 if pair[0] == pair[1] or missing:
                     raise ValueError(f"behavior.pairs: {list(pair)} must name two of its models")
-        labels = {label for label, _, _ in self.delta_labels()}
+        labels = {label: base for label, base, _ in self.delta_labels()}
         for pair in self.contrast:
             unknown = [x for x in pair if x not in labels]
             if pair[0] == pair[1] or unknown:
                 raise ValueError(
                     f"contrast: {list(pair)} must name two different delta labels of "
                     f"study.deltas ({', '.join(sorted(labels)) or 'none'})"
+                )
+            if labels[pair[0]] != labels[pair[1]]:
+                raise ValueError(
+                    f"contrast: {list(pair)} have different bases ({labels[pair[0]]}, "
+                    f"{labels[pair[1]]}); only deltas of one base are compared head-to-head"
                 )
         if self.masks_from:
             if self.checkpoints[self.masks_from].recipe != "dpo":

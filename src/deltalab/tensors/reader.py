@@ -25,6 +25,7 @@ from deltalab.tensors.format import (
     itemsize,
     read_header,
 )
+from deltalab.tensors.imports import read_manifest, resolve
 
 # Names a tied output embedding may be stored under (GPT-2, Llama/Qwen/Mistral/Gemma, NeoX, OPT).
 _EMBEDDING_NAMES = (
@@ -134,6 +135,11 @@ class Checkpoint(SafetensorsReader):
     """
 
     def __init__(self, path: str | os.PathLike, source: str | None = None) -> None:
+        manifest = read_manifest(path) if Path(path).is_dir() else None
+        if manifest is not None:  # an imported checkpoint: its verified files, named by origin
+            rev = f"@{manifest['revision'][:12]}" if manifest["revision"] else ""
+            source = source or f"{path} ({manifest['id']}{rev})"
+            path = resolve(path)
         self.path = Path(path)
         self.source = source or str(path)
         files, tensors = _open_checkpoint(self.path)

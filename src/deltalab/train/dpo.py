@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from deltalab.data.preferences import preference_pairs
+from deltalab.errors import DataError
 from deltalab.evaluation.prompts import format_prompt
 from deltalab.train.params import DPOParams
 from deltalab.train.recipe import TrainingRun
@@ -59,7 +60,7 @@ def dpo_trainer(
         max_length=cfg.max_length,
         dataset_num_proc=None,
     )
-    return DPOTrainer(
+    trainer = DPOTrainer(
         model=model,
         ref_model=reference,
         args=config,
@@ -69,6 +70,12 @@ def dpo_trainer(
         callbacks=run.callbacks,
         optimizers=optimizers,
     )
+    if len(trainer.train_dataset) == 0:  # TRL drops pairs whose prompt fills max_length
+        raise DataError(
+            f"max_length={cfg.max_length}: every one of the {len(train)} training pairs has a "
+            "prompt at least that long in this tokenizer's tokens; raise max_length"
+        )
+    return trainer
 
 
 def preference_datasets(

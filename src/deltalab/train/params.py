@@ -32,9 +32,7 @@ class SequenceTrainParams(TrainParams):
 
 
 class PretrainParams(SequenceTrainParams):
-    # A real profile imports an existing checkpoint (hub id or local path) instead of training.
-    import_from: str | None = None
-    revision: str | None = None
+    """GPT-2 from scratch on the corpus (an existing checkpoint is the `import` recipe)."""
 
 
 class SFTParams(SequenceTrainParams):

@@ -1,7 +1,12 @@
 """Supervised fine-tuning on chat data with TRL's `SFTTrainer`.
 
-Loss is on assistant tokens only, and the chat template puts EOS inside the assistant's
-`{% generation %}` block, so EOS is a label and the model learns to stop.
+Loss is on assistant tokens only, EOS included, so the model learns to stop. With our chat
+template (and every template with `{% generation %}` blocks) TRL masks by those blocks. A
+checkpoint's own template without them (Tulu's, Qwen's ChatML, Gemma's turns) trains as
+prompt/completion instead: the conversation up to its last assistant turn is the prompt, that
+turn, as the template renders it (end-of-turn and EOS included), the completion. A tokenizer with
+no template at all (the original domain-token GPT-2 checkpoints) gets ours, so training and
+evaluation prompt it the same way (`User: ...\nAssistant:`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
+from deltalab.tokenizer import CHAT_TEMPLATE
 from deltalab.tokens import inject_mul_tokens
 from deltalab.train.params import SFTParams
 from deltalab.train.recipe import TrainingRun
@@ -87,19 +93,39 @@ def sft_trainer(
     optimizers: tuple = (None, None),
 ) -> SFTTrainer:
     """TRL's SFTTrainer on `{"messages": [...]}` rows, loss on assistant tokens (EOS included)."""
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    masked_by_template = "{% generation %}" in tokenizer.chat_template
+    rows = _as_messages if masked_by_template else _as_prompt_completion
     config = SFTConfig(
         **run.trainer_args(cfg),
         max_length=cfg.max_length,
-        assistant_only_loss=True,
+        assistant_only_loss=masked_by_template,
+        completion_only_loss=None if masked_by_template else True,
         packing=False,
         dataset_num_proc=None,
     )
     return TokenMeanSFTTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in train_rows]),
-        eval_dataset=Dataset.from_list([{"messages": r["messages"]} for r in val_rows]),
+        train_dataset=Dataset.from_list(rows(train_rows)),
+        eval_dataset=Dataset.from_list(rows(val_rows)),
         processing_class=tokenizer,
         callbacks=run.callbacks,
         optimizers=optimizers,
     )
+
+
+def _as_messages(rows: Sequence[dict]) -> list[dict]:
+    return [{"messages": r["messages"]} for r in rows]
+
+
+def _as_prompt_completion(rows: Sequence[dict]) -> list[dict]:
+    """Conversations split before their last assistant turn (rows without one are dropped)."""
+    out = []
+    for r in rows:
+        messages = r["messages"]
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        if last:
+            out.append({"prompt": messages[:last], "completion": [messages[last]]})
+    return out
