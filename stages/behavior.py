@@ -6,7 +6,7 @@ from deltalab.errors import CheckpointError
 from deltalab.evaluation.behavior import run_behavior
 from deltalab.evaluation.params import BehaviorParams
 from deltalab.evaluation.scoring import load_gsm8k
-from deltalab.models import configure_torch
+from deltalab.models import configure_torch, runtime_dtype
 from deltalab.report.behavior import write_behavior
 
 
@@ -30,7 +30,7 @@ def main(params, cond: str, seed: int) -> None:
         rows,
         p,
         device=params.runtime.device,
-        dtype="bfloat16" if params.runtime.bf16 else "float32",
+        dtype=runtime_dtype(params.runtime),
         trust_remote_code=params.runtime.trust_remote_code,
     )
     write_behavior(

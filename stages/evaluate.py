@@ -2,7 +2,7 @@
 
 from deltalab import paths, stage
 from deltalab.evaluation.scoring import evaluate_checkpoint
-from deltalab.models import configure_torch
+from deltalab.models import configure_torch, runtime_dtype
 
 
 def main(params, cond: str, seed: int, model: str) -> None:
@@ -15,7 +15,7 @@ def main(params, cond: str, seed: int, model: str) -> None:
         paths.predictions(cond, seed, model),
         params.evaluate,
         device=params.runtime.device,
-        dtype="bfloat16" if params.runtime.bf16 else "float32",
+        dtype=runtime_dtype(params.runtime),
         trust_remote_code=params.runtime.trust_remote_code,
     )
     gsm8k, probes = (

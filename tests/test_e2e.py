@@ -24,7 +24,7 @@ from tests.workspace import commit_all, copy_repository, offline_env, sh
 
 TRAINED = ("pretrain", "sft_tulu", "sft_gsm8k")
 CONDS = ("baseline", "mul_tokens")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def _ran_stages(output: str) -> set[str]:

@@ -141,3 +141,16 @@ def test_built_gpt2_uses_the_fused_kernel_of_gpt2s_own_gelu():
     x = torch.randint(0, model.config.vocab_size, (2, 16))
     with torch.no_grad():
         assert torch.allclose(model(x).logits, reference.eval()(x).logits, atol=1e-5)
+
+
+def test_runtime_dtype_is_bf16_on_cuda_only():
+    from deltalab.models import runtime_dtype
+    from deltalab.schema.runtime import RuntimeParams
+
+    assert runtime_dtype(RuntimeParams(device="cpu", bf16=True)) == "float32"
+    assert runtime_dtype(RuntimeParams(device="cpu", bf16=True), fallback="float16") == "float16"
+    assert runtime_dtype(RuntimeParams(device="cpu", bf16=False)) == "float32"
+    expected = "bfloat16" if torch.cuda.is_available() else "float32"
+    assert runtime_dtype(RuntimeParams(device="auto", bf16=True)) == expected
+    if torch.cuda.is_available():
+        assert runtime_dtype(RuntimeParams(device="cuda", bf16=False)) == "float32"

@@ -82,6 +82,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def runtime_dtype(runtime: RuntimeParams, fallback: str = "float32") -> str:
+    """The dtype a stage loads a model in: bf16 where `runtime.bf16` asks for it and the model
+    runs on CUDA; on the CPU `fallback` (fp32: CPU bf16 matmuls are slow and lose precision)."""
+    on_cuda = resolve_device(runtime.device).startswith("cuda")
+    return "bfloat16" if runtime.bf16 and on_cuda else fallback
+
+
 def _torch_dtype(dtype: str) -> torch.dtype:
     value = getattr(torch, dtype, None)
     if not isinstance(value, torch.dtype):

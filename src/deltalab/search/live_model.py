@@ -29,9 +29,9 @@ def open_live_model(
     runtime: RuntimeParams | None = None,
     dtype: str | None = None,
 ) -> LiveModel:
-    """Load the base checkpoint on `runtime`'s device (bf16 if it says so, else `dtype` or fp32)
+    """Load the base checkpoint on `runtime`'s device (bf16 on CUDA if it says so, else `dtype` or fp32)
     and attach the vectors, checked against it before any math."""
-    from deltalab.models import load_causal_lm
+    from deltalab.models import load_causal_lm, runtime_dtype
 
     for path in vector_files:
         if not Path(path).is_file():
@@ -44,7 +44,7 @@ def open_live_model(
     model, tokenizer = load_causal_lm(
         base_dir,
         device=runtime.device,
-        dtype="bfloat16" if runtime.bf16 else (dtype or "float32"),
+        dtype=runtime_dtype(runtime, fallback=dtype or "float32"),
         trust_remote_code=runtime.trust_remote_code,
     )
     return LiveModel(model, tokenizer, base, vectors, LiveMerge(model, base, vectors))
