@@ -71,9 +71,9 @@ def main() -> None:
             flush=True,
         )
         if args.imported:
-            from deltalab.tensors.imports import import_checkpoint
-
             from tokenizers import Tokenizer, models
+
+            from deltalab.tensors.imports import import_checkpoint
 
             start = time.perf_counter()
             for name in ("base", "rl"):  # an import needs a tokenizer; the analysis reads none

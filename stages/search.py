@@ -39,7 +39,7 @@ def main(params, cond: str, seed: int) -> None:
     questions = load_queries(queries_file, member)
     base_dir = stage.checkpoint(cond, seed, params.study.task_vectors.base)
     vector_files = paths.vector_files(cond, seed, VECTORS)
-    storage = open_storage(cfg.storage, default_storage_path(member))  # fail before loading
+    storage = open_storage(cfg.storage, default_storage_path(member), cfg.heartbeat)  # early
     lm = open_live_model(base_dir, vector_files, runtime=params.runtime)
     metas = list(zip(vector_files, [v.meta for v in lm.vectors], strict=True))
     study = open_search_study(

@@ -26,10 +26,19 @@ def _lock_pins() -> dict[str, Version]:
 
 
 def _project_requirements() -> list[Requirement]:
+    """The dependencies the lock installs: the default ones, `dev` and `test` (whose own
+    `deltalab[...]` entry expands to those extras)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [
-        Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]
-    ]
+    extras = project["optional-dependencies"]
+    wanted, found = ["dev", "test"], list(project["dependencies"])
+    while wanted:
+        for line in extras[wanted.pop()]:
+            req = Requirement(line)
+            if canonicalize_name(req.name) == "deltalab":
+                wanted += sorted(req.extras)
+            else:
+                found.append(line)
+    return [Requirement(r) for r in found]
 
 
 @pytest.mark.parametrize("req", _project_requirements(), ids=str)

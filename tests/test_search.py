@@ -6,18 +6,15 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
 import pandas as pd
 import pytest
-import torch
 
 from deltalab.config import load_params
 from deltalab.errors import ConfigError, DataError
-from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.search.live_model import open_live_model
 from deltalab.search.objectives import SearchObjective, prompt_perplexity
 from deltalab.search.params import SearchParams
@@ -31,8 +28,8 @@ from deltalab.search.study import (
     study_inputs,
     trials_table,
 )
-from deltalab.tensors.reader import Checkpoint
-from tests.evaluation_fixtures import build_model, build_tokenizer, questions
+from tests.evaluation_fixtures import questions
+from tests.search_fixtures import build_search_workspace, search_cmd, worker_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -207,31 +204,7 @@ def test_nan_trials_fail_and_too_many_stop_the_search(tmp_path):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A repository-like directory: base checkpoint, two vectors, queries (relative paths)."""
-    root = tmp_path_factory.mktemp("dots")
-    tokenizer = build_tokenizer()
-    base = build_model(tokenizer, seed=0, init=0.05)
-    for name, model in {"base": base}.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    for name, seed, scale in (("sft", 1, 0.3), ("rlvr", 2, 0.05)):
-        ft = copy.deepcopy(base)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in ft.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * scale * p.std())
-        ft.save_pretrained(root / name)
-    build_task_vectors(
-        Checkpoint(root / "base"),
-        [
-            (Checkpoint(root / "sft"), root / "sft.safetensors"),
-            (Checkpoint(root / "rlvr"), root / "rlvr.safetensors"),
-        ],
-        0.5,
-        progress=False,
-    )
-    pd.DataFrame({"question": questions(4)}).to_parquet(root / "queries.parquet")
-    return root
+    return build_search_workspace(tmp_path_factory.mktemp("dots"))
 
 
 def _search_cfg(**kw):
@@ -258,19 +231,11 @@ def test_objective_is_deterministic_and_scales_change_it(workspace, monkeypatch)
 
 def test_two_concurrent_workers_share_one_study(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    cfg = _search_cfg(n_trials=6)
-    lm_meta = [TaskVector(workspace / f"{v}.safetensors").meta for v in ("sft", "rlvr")]
-    inputs = study_inputs(
-        "baseline-0", Path("base"),
-        list(zip([Path("sft.safetensors"), Path("rlvr.safetensors")], lm_meta, strict=True)),
-        Path("queries.parquet"), cfg,
-    )  # fmt: skip
+    inputs = worker_inputs(workspace, _search_cfg(n_trials=6))
     journal = workspace / "shared.journal"
     study = create_or_load(open_storage(str(journal), journal), inputs, seed=0)
     env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
-    micro = str(ROOT / "configs/micro.yaml")
-    cmd = [sys.executable, "-m", "deltalab.cli", "search", "--study", study.study_name,
-           "--storage", str(journal), "--params", micro, "--quiet"]  # fmt: skip
+    cmd = search_cmd(study.study_name, str(journal))
     workers = [
         subprocess.Popen(
             [*cmd, "--seed", str(s), "--trials", "4"],
@@ -288,9 +253,10 @@ def test_two_concurrent_workers_share_one_study(workspace, monkeypatch):
         study_name=study.study_name, storage=open_storage(str(journal), journal)
     )
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    # each runs at most 4, so both contribute; together they stop at the study's 6 (one may
-    # finish a trial while the other reaches the target)
-    assert 6 <= len(done) <= 7
+    # each runs at most 4, so both contribute; a worker counts the other's running trial toward
+    # the target and waits rather than overshoot: exactly the study's 6
+    assert len(done) == 6
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     assert len({t.user_attrs["worker"] for t in done}) == 2
     first = {}
     for t in sorted(done, key=lambda t: t.number):

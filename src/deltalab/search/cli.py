@@ -45,7 +45,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     url = args.storage or params.search.storage
-    storage = open_storage(url, default_storage_path(_member(args.study)))
+    storage = open_storage(url, default_storage_path(_member(args.study)), params.search.heartbeat)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     study, inputs = load_for_worker(storage, args.study, seed)
     for path, digest in zip(inputs.vectors, inputs.vector_digests, strict=True):

@@ -29,8 +29,8 @@ def open_live_model(
     runtime: RuntimeParams | None = None,
     dtype: str | None = None,
 ) -> LiveModel:
-    """Load the base checkpoint on `runtime`'s device (bf16 on CUDA if it says so, else `dtype` or fp32)
-    and attach the vectors, checked against it before any math."""
+    """Load the base checkpoint on `runtime`'s device (bf16 on CUDA if it says so, else `dtype`
+    or fp32) and attach the vectors, checked against it before any math."""
     from deltalab.models import load_causal_lm, runtime_dtype
 
     for path in vector_files:

@@ -94,6 +94,13 @@ class SearchParams(VotingParams):
         description="Optuna storage: null = a journal file under .deltalab/studies/, a path "
         "ending in .log/.journal, or an RDB URL (postgresql://, mysql://, sqlite:///)",
     )
+    heartbeat: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="RDB storage: seconds between a worker's heartbeats; a trial without one "
+        "for 4x this is stale (its worker died) and is re-queued",
+    )
     ppl_batch_size: int = Field(64, ge=1, le=8192)
 
     @field_validator("scale_sft", "scale_rlvr")

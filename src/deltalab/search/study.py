@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,9 +62,12 @@ def default_storage_path(member: str) -> Path:
     return DEFAULT_DIR / f"{member}.journal"
 
 
-def open_storage(url: str | None, default_path: Path) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str | None, default_path: Path, heartbeat: int = 30
+) -> optuna.storages.BaseStorage:
     """`None` → journal file at `default_path`; a path ending in .log/.journal (or `journal:PATH`)
-    → that journal file; anything else → an RDB URL with heartbeats."""
+    → that journal file; anything else → an RDB URL whose workers send a heartbeat every
+    `heartbeat` seconds (a trial silent for 4x that is stale and re-queued once or twice)."""
     if url is None or url.startswith("journal:") or url.endswith((".log", ".journal")):
         path = Path(default_path if url is None else url.removeprefix("journal:"))
         try:
@@ -82,8 +86,8 @@ def open_storage(url: str | None, default_path: Path) -> optuna.storages.BaseSto
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=30,
-                grace_period=120,
+                heartbeat_interval=heartbeat,
+                grace_period=4 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=2
                 ),
@@ -227,13 +231,16 @@ def optimize(
     worker: str = "stage",
     progress: bool = True,
 ) -> int:
-    """Run trials until the study holds `target` completed ones (or this worker ran
+    """Run trials until the study holds exactly `target` completed ones (or this worker ran
     `max_trials`); `evaluate(scales)` returns an object with consistency, perplexity, seconds.
-    A trial whose objectives are NaN (weights that break the model) fails and does not count;
+
+    Other workers' RUNNING trials count toward the target: a worker that would overshoot waits
+    for them instead. On RDB storage a trial whose worker died goes stale after its heartbeats
+    stop, fails, and is re-queued (`RetryHeartbeatStaleTrialCallback`); the waiting worker runs
+    it. A trial whose objectives are NaN (weights that break the model) fails and does not count;
     more failures than `target` stop the search with an error. Returns trials run here."""
-    already = len(complete_trials(study))
-    if already >= target:
-        return 0
+    from tqdm.auto import tqdm
+
     ran = 0
     seen: dict[tuple[float, ...], Any] = {}  # NSGA-II re-suggests parents; the objective is
     # deterministic, so a repeated point reuses its result instead of sampling again
@@ -241,33 +248,55 @@ def optimize(
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         nonlocal ran
         ran += 1
+        trial.set_user_attr("worker", worker)  # first: a RUNNING trial names its worker
         scales = [trial.suggest_float(p, *ranges[p]) for p in PARAMS]
         key = tuple(scales)
         if key not in seen:
             seen[key] = evaluate(scales)
         result = seen[key]
-        trial.set_user_attr("worker", worker)
         if not (math.isfinite(result.consistency) and math.isfinite(result.perplexity)):
             return float("nan"), float("nan")  # optuna marks the trial FAIL
         return result.consistency, result.perplexity
 
-    budget = max_trials if max_trials is not None else 2 * (target - already) + 1
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(
-        objective,
-        n_trials=budget,
-        callbacks=[optuna.study.MaxTrialsCallback(target, states=(TrialState.COMPLETE,))],
-        show_progress_bar=progress,
-        gc_after_trial=False,
+    counts = _trial_counts(study)
+    budget = (
+        max_trials if max_trials is not None else 2 * (target - counts[TrialState.COMPLETE]) + 1
     )
-    done = len(complete_trials(study))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bar = tqdm(total=target, initial=counts[TrialState.COMPLETE], desc="search", unit="trial",
+               disable=not progress)  # fmt: skip
+    with bar:
+        while counts[TrialState.COMPLETE] < target and ran < budget:
+            in_flight = counts[TrialState.COMPLETE] + counts[TrialState.RUNNING]
+            if in_flight >= target and not counts[TrialState.WAITING]:
+                time.sleep(POLL_SECONDS)  # others' trials will finish, or go stale and return
+            else:
+                study.optimize(objective, n_trials=1, gc_after_trial=False)
+            counts = _trial_counts(study)
+            bar.n = counts[TrialState.COMPLETE]
+            bar.refresh()
+    done = counts[TrialState.COMPLETE]
     if max_trials is None and done < target:
-        failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         raise DataError(
-            f"study {study.study_name}: only {done} of {target} trials completed ({failed} "
-            "failed with NaN objectives): narrow search.scale_sft / search.scale_rlvr"
+            f"study {study.study_name}: only {done} of {target} trials completed "
+            f"({counts[TrialState.FAIL]} failed with NaN objectives): narrow search.scale_sft / "
+            "search.scale_rlvr"
         )
     return ran
+
+
+POLL_SECONDS = 0.5
+
+
+def _trial_counts(study: optuna.Study) -> dict[TrialState, int]:
+    """Trials by state, after failing (and re-queueing) the stale ones where heartbeats run."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.9; a no-op on journals
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    counts = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
 
 
 # --------------------------------------------------------------------------- results
