@@ -86,3 +86,46 @@ def postgres_server(timeout: int = 60) -> Iterator[Postgres]:
             subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"],
                            capture_output=True, timeout=timeout)  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str  # http://127.0.0.1:port
+    env: dict[str, str]  # credentials and region for clients of this server
+
+
+@contextlib.contextmanager
+def s3_server(bucket: str) -> Iterator[S3]:
+    """A moto S3 server on loopback (as dvc-s3's own tests use) holding an empty `bucket`."""
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        missing("moto[server] and boto3 are not installed (the lock's test extra has them)")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    aws = Path(tempfile.mkdtemp(prefix="deltalab-aws-"))  # no ~/.aws profile leaks in
+    for name in ("config", "credentials"):
+        (aws / name).write_text("")
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(aws / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"),
+    }
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket=bucket)
+        yield S3(endpoint, env)
+    finally:
+        server.stop()
+        shutil.rmtree(aws, ignore_errors=True)
