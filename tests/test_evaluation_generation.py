@@ -282,3 +282,67 @@ def test_rows_ride_along_when_the_cache_cannot_drop_them(tiny, prompts, stops, m
         model, tokenizer, prompts, max_new_tokens=MAX_NEW, batch_size=9, eos_token_id=stops
     )
     assert kept == dropped and len({g.num_tokens for g in kept}) >= 3
+
+
+def _family_model(tokenizer, family: str):
+    """A tiny random model of another family on the test tokenizer's vocabulary."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=256)  # fmt: skip
+    extra = {
+        "llama": {},
+        "qwen2": {},
+        # one sliding-window layer (its own cache kind) and one full-attention layer
+        "gemma3_text": dict(
+            head_dim=8, sliding_window=4, layer_types=["sliding_attention", "full_attention"]
+        ),
+    }[family]
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(family, **common, **extra)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2", "gemma3_text"])
+def test_preallocated_cache_gives_the_same_tokens_as_concatenation(tiny, prompts, stops, family):
+    """The in-place KV cache (full-attention layers) against transformers' concatenating one:
+    identical tokens with rows leaving at their own EOS and with a copied prompt cache, and the
+    buffer is written in place, never reallocated while the batch keeps its rows."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    from deltalab.evaluation import generation
+
+    model, tokenizer = tiny
+    if family != "gpt2":
+        model = _family_model(tokenizer, family)
+    _, pad, encoded, order = generation._prepare(tokenizer, prompts, model, MAX_NEW, stops)
+    ids, mask = generation._left_pad([encoded[i] for i in order], pad, model.device)
+    with torch.inference_mode():
+        # stop ids that end rows at different steps, from this model's own unstopped output
+        free = generation._decode_batch(model, ids, mask, MAX_NEW, [-1], preallocate=False)
+        eos = [free[0][4]]  # ends row 0 (and any row sharing it) early, not every row
+        for repeat in (1, 2):
+            runs = [
+                generation._decode_batch(
+                    model, ids, mask, MAX_NEW, eos, repeat=repeat, preallocate=pre
+                )
+                for pre in (False, True)
+            ]
+            assert runs[0] == runs[1]
+        assert len({len(r) for r in runs[1]}) >= 2  # rows left the batch at different steps
+
+        cache = generation._new_cache(model, ids.shape[1] + MAX_NEW)
+        kinds = [type(layer) for layer in cache.layers]
+        if family == "gemma3_text":
+            assert kinds == [DynamicSlidingWindowLayer, generation.PreallocatedLayer]
+        else:
+            assert set(kinds) == {generation.PreallocatedLayer}
+        arg = "cache" if generation._forward_accepts(model, "cache") else "past_key_values"
+        model(input_ids=ids, attention_mask=mask, use_cache=True, **{arg: cache})
+        full = cache.layers[-1]
+        storage = full._keys.untyped_storage().data_ptr()
+        step_mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], 1)
+        model(input_ids=ids[:, -1:], attention_mask=step_mask, use_cache=True, **{arg: cache})
+        assert full.get_seq_length() == ids.shape[1] + 1
+        assert full.keys.untyped_storage().data_ptr() == storage  # a view of the same buffer

@@ -6,7 +6,8 @@ batch at once, cache included, so one long answer does not keep a whole batch of
 decoding (`model.generate` would). `generate_one_at_a_time` is the unbatched `model.generate`
 reference used by the tests and the throughput bench: both must produce the same tokens.
 `_decode_batch` takes the token choice as a parameter (argmax here); `sampling.py` reuses the same
-loop for seeded sampling.
+loop for seeded sampling. The KV cache of full-attention layers is preallocated for prompt + new
+tokens and written in place (`PreallocatedLayer`), not concatenated step by step.
 """
 
 from __future__ import annotations
@@ -158,12 +159,98 @@ def _left_pad(
     return input_ids.to(device), attention_mask.to(device)
 
 
+class PreallocatedLayer(DynamicLayer):
+    """A full-attention KV cache layer that writes each step into a buffer sized for the whole
+    generation, where `DynamicLayer` concatenates (copying the whole cache every step: on CPU
+    about half of the decode time). Attention sees the same keys and values, of the same shape,
+    so the outputs are the same tokens; finished rows still leave the batch."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self._keys = self._values = None
+        self._length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        batch, heads, _, dim = key_states.shape
+        shape = (batch, heads, self.capacity, dim)
+        self._keys = key_states.new_empty(shape)
+        self._values = value_states.new_empty((*shape[:3], value_states.shape[-1]))
+        self.device, self._length, self.is_initialized = key_states.device, 0, True
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, stop = self._length, self._length + key_states.shape[-2]
+        if stop > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions cannot hold {stop}")
+        self._keys[:, :, start:stop] = key_states
+        self._values[:, :, start:stop] = value_states
+        self._length = stop
+        self._expose()
+        return self.keys, self.values
+
+    def _expose(self) -> None:
+        self.keys = self._keys[:, :, : self._length]
+        self.values = self._values[:, :, : self._length]
+
+    def get_seq_length(self) -> int:
+        return self._length if self.is_initialized else 0
+
+    def get_max_length(self) -> int:
+        return self.capacity
+
+    def reset(self) -> None:
+        self._keys = self._values = None
+        self._length = 0
+        super().reset()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes the (negative) number of tokens to remove")
+        if self.is_initialized and tokens_to_remove:
+            self._length = max(self._length + tokens_to_remove, 0)
+            self._expose()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._expose()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._expose()
+
+
+def _new_cache(model, capacity: int):
+    """A KV cache for the model's layers with every full-attention layer preallocated for
+    `capacity` positions (prompt + new tokens); other layer kinds as transformers makes them."""
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a config transformers cannot type layer by layer: its own default
+        return None
+    if not cache.layers:
+        return None
+    cache.layers = [
+        PreallocatedLayer(capacity) if type(layer) is DynamicLayer else layer
+        for layer in cache.layers
+    ]
+    return cache
+
+
 def _rows_can_leave(cache) -> bool:
     """Whether finished rows can be cut out of this KV cache: only plain (sliding) attention
     layers slice consistently; static, linear-attention and hybrid layers keep more state."""
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(
-        type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers
+        type(layer) in (DynamicLayer, DynamicSlidingWindowLayer, PreallocatedLayer)
+        for layer in layers
     )
 
 
@@ -192,9 +279,11 @@ def _decode_batch(
     eos_ids: list[int],
     pick: Pick = _argmax,
     repeat: int = 1,
+    preallocate: bool = True,
 ) -> list[list[int]]:
     """New tokens of each left-padded row (greedy unless `pick` says otherwise), up to and
-    including its EOS.
+    including its EOS. `preallocate` writes the KV cache of full-attention layers in place
+    (`PreallocatedLayer`; False: transformers' concatenating cache, the reference).
 
     A row that emits EOS leaves the batch and the KV cache when the cache allows it; otherwise it
     rides along and its further tokens are ignored. `repeat` > 1 decodes every prompt that many
@@ -213,8 +302,12 @@ def _decode_batch(
     with_positions = _forward_accepts(model, "position_ids")
     if with_positions:
         extra["position_ids"] = positions
+    # transformers 5 names the cache argument `cache` (`past_key_values` is deprecated)
+    cache_arg = "cache" if _forward_accepts(model, "cache") else "past_key_values"
+    if preallocate and (cache := _new_cache(model, input_ids.shape[1] + max_new_tokens)):
+        extra[cache_arg] = cache
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
-    cache, next_position = out.past_key_values, positions[:, -1:] + 1
+    cache, next_position = getattr(out, cache_arg), positions[:, -1:] + 1
     can_drop = _rows_can_leave(cache)
     logits = out.logits[:, -1, :]
     if repeat > 1:
@@ -247,8 +340,8 @@ def _decode_batch(
         out = model(
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_arg: cache},
             **step_extra,
         )
         logits = out.logits[:, -1, :]

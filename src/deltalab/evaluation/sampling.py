@@ -109,6 +109,7 @@ def _sample_batch(
     max_new_tokens: int,
     eos_ids: list[int],
     pick: _Sampler,
+    preallocate: bool = True,
 ) -> list[list[int]]:
     """New tokens of rows `k * n + j` (sample j of prompt k), left-padded like greedy batches."""
     copies = 1 if expand_cache else n  # rows of each prompt in the input
@@ -122,6 +123,7 @@ def _sample_batch(
         eos_ids,
         pick=pick,
         repeat=n if expand_cache else 1,
+        preallocate=preallocate,
     )
 
 
@@ -140,11 +142,13 @@ def generate_samples(
     eos_token_id: int | Sequence[int] | None = None,
     progress: bool = False,
     desc: str = "sample",
+    preallocate: bool = True,
 ) -> list[list[Generation]]:
     """`n` sampled responses to each prompt (already formatted), in the caller's order.
 
     `batch_size` counts sequences (prompts x samples) per forward pass; a batch holds
     `max(1, batch_size // n)` prompts. See the module docstring for how rows are seeded.
+    `preallocate=False` uses transformers' concatenating KV cache (the reference).
     """
     _check_args(max_new_tokens, batch_size)
     _check_sampling(n, temperature, top_p)
@@ -169,13 +173,15 @@ def generate_samples(
             prompt_ids = [encoded[i] for i in batch]
             try:
                 new_tokens = _sample_batch(
-                    model, prompt_ids, n, expand_cache, pad_id, max_new_tokens, eos_ids, pick
-                )
+                    model, prompt_ids, n, expand_cache, pad_id, max_new_tokens, eos_ids, pick,
+                    preallocate,
+                )  # fmt: skip
             except CacheCannotRepeat:  # e.g. a static or hybrid cache: repeat the prompts
                 expand_cache = False
                 new_tokens = _sample_batch(
-                    model, prompt_ids, n, False, pad_id, max_new_tokens, eos_ids, pick
-                )
+                    model, prompt_ids, n, False, pad_id, max_new_tokens, eos_ids, pick,
+                    preallocate,
+                )  # fmt: skip
             for k, i in enumerate(batch):
                 results[i] = [_finish(tokenizer, new_tokens[k * n + j], eos_ids) for j in range(n)]
             bar.update(len(batch))
