@@ -111,7 +111,7 @@ def run_ours(size: str, workdir: Path, trials: int) -> dict:
     dtype = "float32" if size == "tiny" else "bfloat16"
     lm = open_live_model(base, vectors, dtype=dtype)
     original = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}  # the base
-    objective = SearchObjective(lm.model, lm.tokenizer, lm.live, questions, _cfg(size))
+    objective = SearchObjective(lm.engine, lm.apply, questions, _cfg(size))
     objective([1.0, 1.0])  # warm-up
     parts: dict[str, float] = {}
     for scales in _scales(trials):

@@ -32,6 +32,7 @@ def main(params, cond: str, seed: int) -> None:
         device=params.runtime.device,
         dtype=runtime_dtype(params.runtime),
         trust_remote_code=params.runtime.trust_remote_code,
+        engine=params.runtime.engine,
     )
     write_behavior(
         result.metrics,

@@ -29,8 +29,8 @@ def main(params, cond: str, seed: int) -> None:
     questions = [row["question"] for row in pool]
     answers = {}
     for i, name in enumerate(VECTORS):  # each vector alone: scales (1, 0) and (0, 1)
-        lm.live.apply([1.0 if j == i else 0.0 for j in range(len(VECTORS))])
-        answers[name] = vote(lm.model, lm.tokenizer, questions, cfg, desc=f"votes {name}")
+        lm.apply([1.0 if j == i else 0.0 for j in range(len(VECTORS))])
+        answers[name] = vote(lm.engine, questions, cfg, desc=f"votes {name}")
     table = difficulty_table(pool, answers, cfg.threshold)
     with atomic_file(paths.difficulty_table(cond, seed)) as tmp:
         table.to_parquet(tmp, index=False)

@@ -17,6 +17,7 @@ def main(params, cond: str, seed: int, model: str) -> None:
         device=params.runtime.device,
         dtype=runtime_dtype(params.runtime),
         trust_remote_code=params.runtime.trust_remote_code,
+        engine=params.runtime.engine,
     )
     gsm8k, probes = (
         result.metrics["gsm8k"],

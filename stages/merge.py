@@ -45,12 +45,10 @@ def main(params, cond: str, seed: int) -> None:
     )
     predictions = {}
     for name, s in {merged: scales, "sparse_1_1": [1.0, 1.0]}.items():
-        lm.live.apply(s)
-        predictions[name] = evaluate_model(lm.model, lm.tokenizer, rows, None, eval_cfg).predictions
-    apply_dense_merge(lm.model, lm.base, sources, [1.0, 1.0], paths.vectors(cond, seed).parent)
-    predictions["dense_1_1"] = evaluate_model(
-        lm.model, lm.tokenizer, rows, None, eval_cfg
-    ).predictions
+        lm.apply(s)
+        predictions[name] = evaluate_model(lm.engine, rows, None, eval_cfg).predictions
+    apply_dense_merge(lm.engine, lm.base, sources, [1.0, 1.0], paths.vectors(cond, seed).parent)
+    predictions["dense_1_1"] = evaluate_model(lm.engine, rows, None, eval_cfg).predictions
 
     references = {named[v]: paths.predictions(cond, seed, named[v]) for v in VECTORS}
     result = compare_with_references(predictions, references, cfg)

@@ -45,7 +45,7 @@ def main(params, cond: str, seed: int) -> None:
     study = open_search_study(
         storage, study_inputs(member, base_dir, metas, queries_file, cfg), cfg
     )
-    objective = SearchObjective(lm.model, lm.tokenizer, lm.live, questions, cfg)
+    objective = SearchObjective(lm.engine, lm.apply, questions, cfg)
     optimize(study, objective, {p: getattr(cfg, p) for p in PARAMS}, cfg.n_trials)
 
     rows = trials_table(study)

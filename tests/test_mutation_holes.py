@@ -231,12 +231,13 @@ def stop_case():
 
 
 def test_stop_rate_counts_the_responses_that_emitted_eos(stop_case):
+    from deltalab.evaluation.engine import HFEngine
     from deltalab.evaluation.params import EvaluateParams
     from deltalab.evaluation.scoring import evaluate_model
 
     model, tokenizer, rows, stop = stop_case
     params = EvaluateParams(max_new_tokens=4, batch_size=2, probes=False)
-    result = evaluate_model(model, tokenizer, rows, None, params, progress=False)
+    result = evaluate_model(HFEngine(model, tokenizer), rows, None, params, progress=False)
     stopped = [r["stopped"] for r in result.predictions]
     assert stopped == [i in stop for i in range(5)]
     assert [r["num_tokens"] for r in result.predictions] == [4, 1, 4, 1, 4]
@@ -251,13 +252,14 @@ def test_stop_rate_counts_the_responses_that_emitted_eos(stop_case):
 def test_behavior_stop_rates_count_the_responses_that_emitted_eos(stop_case):
     """Greedy and sampled: the forced model's margin (100 logits) makes sampling deterministic."""
     from deltalab.evaluation.behavior import evaluate_behavior, summarize_model
+    from deltalab.evaluation.engine import HFEngine
     from deltalab.evaluation.params import BehaviorParams
 
     model, tokenizer, rows, stop = stop_case
     params = BehaviorParams(
         samples=3, max_new_tokens=4, batch_size=4, models=["sft_gsm8k"], pairs=[]
     )
-    records = evaluate_behavior("sft_gsm8k", model, tokenizer, rows, params)
+    records = evaluate_behavior("sft_gsm8k", HFEngine(model, tokenizer), rows, params)
     assert [r["greedy_stopped"] for r in records] == [i in stop for i in range(5)]
     assert [r["sample_stopped"] for r in records] == [[i in stop] * 3 for i in range(5)]
     length = summarize_model(records)["length"]

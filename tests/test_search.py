@@ -216,7 +216,7 @@ def _search_cfg(**kw):
 def test_objective_is_deterministic_and_scales_change_it(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     lm = open_live_model("base", ["sft.safetensors", "rlvr.safetensors"])
-    objective = SearchObjective(lm.model, lm.tokenizer, lm.live, questions(4), _search_cfg())
+    objective = SearchObjective(lm.engine, lm.apply, questions(4), _search_cfg())
     first, again = objective([1.0, 1.0]), objective([1.0, 1.0])
     assert (first.consistency, first.perplexity) == (again.consistency, again.perplexity)
     assert 0.0 <= first.consistency <= 1.0 and first.perplexity > 1.0

@@ -40,7 +40,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from deltalab.errors import CheckpointError, DeltalabError
 from deltalab.evaluation.answers import answers_match, extract_answer
 from deltalab.evaluation.params import BehaviorParams
 from deltalab.evaluation.stats import compare_paired, paired_bootstrap_ci
+
+if TYPE_CHECKING:  # generation needs torch and transformers: imported where it runs
+    from deltalab.evaluation.engine import Engine, EngineName
 
 # --------------------------------------------------------------------------- pass@k
 
@@ -279,8 +282,7 @@ def behavior_metrics(
 
 def evaluate_behavior(
     model_name: str,
-    model,
-    tokenizer,
+    engine: Engine,
     rows: Sequence[Mapping[str, Any]],
     params: BehaviorParams,
     *,
@@ -288,26 +290,20 @@ def evaluate_behavior(
 ) -> list[dict[str, Any]]:
     """Greedy answers, their teacher-forced confidence and `params.samples` sampled answers to
     every row (prepared GSM8K rows), as question records."""
-    from deltalab.evaluation.generation import generate_greedy
     from deltalab.evaluation.prompts import format_prompt
-    from deltalab.evaluation.sampling import generate_samples, response_confidence
 
-    prompts = [format_prompt(tokenizer, r["question"]) for r in rows]
-    greedy = generate_greedy(
-        model,
-        tokenizer,
+    prompts = [format_prompt(engine.tokenizer, r["question"]) for r in rows]
+    greedy = engine.greedy(
         prompts,
         max_new_tokens=params.max_new_tokens,
         batch_size=params.batch_size,
         progress=progress,
         desc=f"{model_name} greedy",
     )
-    confidence = response_confidence(
-        model, tokenizer, prompts, [g.token_ids for g in greedy], batch_size=params.batch_size
+    confidence = engine.confidence(
+        prompts, [g.token_ids for g in greedy], batch_size=params.batch_size
     )
-    samples = generate_samples(
-        model,
-        tokenizer,
+    samples = engine.sample(
         prompts,
         **params.sampling_kwargs(),
         progress=progress,
@@ -355,23 +351,22 @@ def run_behavior(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     progress: bool = False,
+    engine: EngineName = "hf",
 ) -> BehaviorResult:
     """Load each checkpoint of `params.models` in turn (one in memory at a time), answer `rows`,
     and compute the metrics. Writes nothing; errors name the checkpoint."""
-    from deltalab.models import load_causal_lm
+    from deltalab.evaluation.engine import open_engine
 
     check_one_tokenizer({name: checkpoints[name] for name in params.models})
     records: dict[str, list[dict[str, Any]]] = {}
     for name in params.models:
         path = checkpoints[name]
-        model, tokenizer = load_causal_lm(
-            path, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        generator = open_engine(
+            path, engine, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
         try:
-            records[name] = evaluate_behavior(
-                name, model, tokenizer, rows, params, progress=progress
-            )
+            records[name] = evaluate_behavior(name, generator, rows, params, progress=progress)
         except DeltalabError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
-        del model
+        del generator
     return BehaviorResult(metrics=behavior_metrics(records, params), records=records)

@@ -35,6 +35,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         params,
         device=args.device,
         dtype=args.dtype,
+        engine=args.engine,
     )
     print(json.dumps(result.metrics, indent=2, sort_keys=True))
     return 0
@@ -56,10 +57,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from deltalab.evaluation.engine import open_engine
     from deltalab.evaluation.params import SampleParams
     from deltalab.evaluation.prompts import format_prompt
-    from deltalab.evaluation.sampling import generate_samples
-    from deltalab.models import load_causal_lm
     from deltalab.tokens import decode_mul_tokens
 
     if args.question is None and args.file is None and not args.interactive:
@@ -72,14 +72,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
-    model, tokenizer = load_causal_lm(args.checkpoint, device=args.device, dtype=args.dtype)
+    engine = open_engine(args.checkpoint, args.engine, device=args.device, dtype=args.dtype)
 
     def answer(questions: list[str]) -> None:
-        rows = generate_samples(
-            model,
-            tokenizer,
-            [format_prompt(tokenizer, q) for q in questions],
-            **sampling.sampling_kwargs(),
+        rows = engine.sample(
+            [format_prompt(engine.tokenizer, q) for q in questions], **sampling.sampling_kwargs()
         )
         for question, samples in zip(questions, rows, strict=True):
             print(f"Q: {question}")
@@ -129,7 +126,7 @@ def _cmd_behavior(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = run_behavior(
         dict(zip(labels, args.checkpoints, strict=True)), rows, params, device=args.device,
-        dtype=args.dtype, progress=True,
+        dtype=args.dtype, progress=True, engine=args.engine,
     )  # fmt: skip
     out = Path(args.out)
     write_behavior(
@@ -161,6 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--limit", type=int, default=None, help="first N GSM8K questions")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    ev.add_argument(
+        "--engine", choices=["hf", "vllm"], default="hf", help="generation engine (vllm: CUDA only)"
+    )
     ev.set_defaults(func=_cmd_evaluate)
 
     cmp = sub.add_parser(
@@ -190,6 +190,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     sm.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    sm.add_argument(
+        "--engine", choices=["hf", "vllm"], default="hf", help="generation engine (vllm: CUDA only)"
+    )
     sm.set_defaults(func=_cmd_sample)
 
     bh = sub.add_parser(
@@ -210,6 +213,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     bh.add_argument("--seed", type=int, default=0)
     bh.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     bh.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    bh.add_argument(
+        "--engine", choices=["hf", "vllm"], default="hf", help="generation engine (vllm: CUDA only)"
+    )
     bh.set_defaults(func=_cmd_behavior)
 
 

@@ -32,6 +32,7 @@ from deltalab.evaluation.params import EvaluateParams
 from deltalab.tokens import count_mul_tokens
 
 if TYPE_CHECKING:  # generation needs torch and transformers: imported where it runs
+    from deltalab.evaluation.engine import Engine, EngineName
     from deltalab.evaluation.generation import Generation
 
 GSM8K = "gsm8k"
@@ -196,8 +197,7 @@ class EvaluationResult:
 
 
 def evaluate_model(
-    model,
-    tokenizer,
+    engine: Engine,
     gsm8k_rows: Sequence[Mapping[str, Any]],
     probe_rows: Sequence[Mapping[str, Any]] | None,
     params: EvaluateParams,
@@ -208,16 +208,14 @@ def evaluate_model(
 
     `probe_rows` is ignored when `params.probes` is false.
     """
-    from deltalab.evaluation.generation import generate_greedy
     from deltalab.evaluation.prompts import format_prompt
 
+    tokenizer = engine.tokenizer
     if not gsm8k_rows:
         raise DataError("empty GSM8K test set")
     predictions = score(
         gsm8k_rows,
-        generate_greedy(
-            model,
-            tokenizer,
+        engine.greedy(
             [format_prompt(tokenizer, r["question"]) for r in gsm8k_rows],
             max_new_tokens=params.max_new_tokens,
             batch_size=params.batch_size,
@@ -231,9 +229,7 @@ def evaluate_model(
             raise DataError("params.evaluate.probes is true but the probe set is empty")
         predictions += score(
             probe_rows,
-            generate_greedy(
-                model,
-                tokenizer,
+            engine.greedy(
                 [format_prompt(tokenizer, r["question"]) for r in probe_rows],
                 max_new_tokens=params.effective_probes_max_new_tokens,
                 batch_size=params.batch_size,
@@ -272,6 +268,7 @@ def evaluate_checkpoint(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     progress: bool = True,
+    engine: EngineName = "hf",
 ) -> EvaluationResult:
     """The whole `evaluate` stage: validate inputs, load, generate, score, write.
 
@@ -284,13 +281,13 @@ def evaluate_checkpoint(
         if probes_path is None:
             raise DataError("params.evaluate.probes is true but no probes file was given")
         probe_rows = load_probes(probes_path, limit=params.probes_limit)
-    from deltalab.models import load_causal_lm  # torch + transformers: only once inputs are valid
+    from deltalab.evaluation.engine import open_engine  # torch + transformers: inputs are valid
 
-    model, tokenizer = load_causal_lm(
-        checkpoint, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    generator = open_engine(
+        checkpoint, engine, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     try:
-        result = evaluate_model(model, tokenizer, gsm8k_rows, probe_rows, params, progress=progress)
+        result = evaluate_model(generator, gsm8k_rows, probe_rows, params, progress=progress)
     except DataError as exc:
         raise DataError(f"{checkpoint}: {exc}") from exc
     write_evaluation(result, metrics_path, predictions_path)

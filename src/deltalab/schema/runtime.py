@@ -12,3 +12,6 @@ class RuntimeParams(Section):
     bf16: bool = False
     torch_threads: NonNegInt = 0  # 0 = torch's default
     trust_remote_code: bool = False
+    # generation engine of evaluate, behavior, difficulty, search, merge: hf (any device) or
+    # vllm (CUDA only, the `vllm` extra); training always runs on transformers
+    engine: Literal["hf", "vllm"] = "hf"

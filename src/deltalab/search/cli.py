@@ -64,7 +64,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         runtime=params.runtime,
     )
     questions = list(pd.read_parquet(inputs.queries)["question"])
-    objective = SearchObjective(lm.model, lm.tokenizer, lm.live, questions, cfg)
+    objective = SearchObjective(lm.engine, lm.apply, questions, cfg)
     worker = f"{socket.gethostname()}-{os.getpid()}"
     print(f"worker {worker} (sampler seed {seed}) joins {args.study}")
     ran = optimize(

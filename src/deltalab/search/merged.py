@@ -8,15 +8,18 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deltalab.errors import DataError
 from deltalab.evaluation.compare import load_predictions
 from deltalab.evaluation.stats import compare_paired
-from deltalab.merging.live import LiveMerge
 from deltalab.merging.vectors import TaskVector, build_task_vectors
+from deltalab.search.live_model import live_merge
 from deltalab.search.params import MergeParams
 from deltalab.tensors.reader import Checkpoint
+
+if TYPE_CHECKING:
+    from deltalab.evaluation.engine import Engine
 
 GSM8K = "gsm8k"
 
@@ -90,12 +93,19 @@ def chosen_scales(cfg: MergeParams, search_metrics: Path, stage: str) -> tuple[l
 
 
 def apply_dense_merge(
-    model: Any, base: Checkpoint, finetuned: Sequence[Path], scales: Sequence[float], scratch: Path
+    engine: Engine,
+    base: Checkpoint,
+    finetuned: Sequence[Path],
+    scales: Sequence[float],
+    scratch: Path,
 ) -> None:
-    """Set `model` to base + Σ scaleᵢ · τᵢ with dense vectors (ratio 1.0) of the `finetuned`
-    checkpoints, built in a temporary directory under `scratch` and removed afterwards."""
+    """Set the engine's weights to base + Σ scaleᵢ · τᵢ with dense vectors (ratio 1.0) of the
+    `finetuned` checkpoints, built in a temporary directory under `scratch` and removed after."""
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         dense = [Path(tmp) / f"{i}.safetensors" for i in range(len(finetuned))]
         targets = [(Checkpoint(f), p) for f, p in zip(finetuned, dense, strict=True)]
         build_task_vectors(base, targets, 1.0, progress=False)
-        LiveMerge(model, base, [TaskVector(p) for p in dense]).apply(list(scales))
+        live, buffers = live_merge(engine, base, [TaskVector(p) for p in dense])
+        live.apply(list(scales))
+        if buffers is not None:
+            engine.load_weights(buffers.items())

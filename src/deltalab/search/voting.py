@@ -9,19 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from deltalab.evaluation.answers import extract_answer
+from deltalab.evaluation.engine import Engine
 from deltalab.evaluation.prompts import format_prompt
-from deltalab.evaluation.sampling import generate_samples
 from deltalab.search.params import VotingParams
 
 
-def vote(model, tokenizer, questions: Sequence[str], cfg: VotingParams, desc: str = "votes"):
+def vote(engine: Engine, questions: Sequence[str], cfg: VotingParams, desc: str = "votes"):
     """`cfg.votes` sampled, extracted answers per question (common random numbers: the same
-    uniforms for every model, so two models' votes differ only where their distributions do)."""
-    samples = generate_samples(
-        model,
-        tokenizer,
-        [format_prompt(tokenizer, q) for q in questions],
-        **cfg.sampling_kwargs(),
-        desc=desc,
+    seeds for every model, so two models' votes differ only where their distributions do)."""
+    samples = engine.sample(
+        [format_prompt(engine.tokenizer, q) for q in questions], **cfg.sampling_kwargs(), desc=desc
     )
     return [[extract_answer(s.text) for s in row] for row in samples]
