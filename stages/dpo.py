@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 from deltalab import paths, stage
 from deltalab.atomic import atomic_file
 from deltalab.train.dpo import dpo_trainer, preference_datasets
+from deltalab.train.launch import distributed
 from deltalab.train.recipe import TrainingRun, optimizer_state
 
 
@@ -28,12 +29,13 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
             run.summary[f"final/eval_{key}"] = final[f"eval_{key}"]
         run.summary["final/val_pairs"] = len(val)
 
-        exp_avg = optimizer_state(trainer, model, "exp_avg")
-        with atomic_file(paths.exp_avg(cond, seed, checkpoint)) as tmp:
-            # One metadata entry: safetensors writes several in hash order, not byte-stable.
-            save_file(exp_avg, str(tmp), metadata={"deltalab": f"exp_avg of {out}"})
+        exp_avg = optimizer_state(trainer, model, "exp_avg")  # the same on every rank
+        if run.is_main:
+            with atomic_file(paths.exp_avg(cond, seed, checkpoint)) as tmp:
+                # One metadata entry: safetensors writes several in hash order, not byte-stable.
+                save_file(exp_avg, str(tmp), metadata={"deltalab": f"exp_avg of {out}"})
         run.save(model, tokenizer)
 
 
 if __name__ == "__main__":
-    stage.run(main, checkpoint=str, cond=str, seed=int)
+    stage.run(distributed(main), checkpoint=str, cond=str, seed=int)

@@ -17,6 +17,7 @@ from deltalab.masks.build import MaskFile
 from deltalab.schema.study import made_by
 from deltalab.tensors.reader import Checkpoint
 from deltalab.train.dpo import dpo_trainer, preference_datasets
+from deltalab.train.launch import distributed
 from deltalab.train.masked_dpo import check_frozen, masked_optimizer
 from deltalab.train.recipe import TrainingRun
 
@@ -60,4 +61,4 @@ def main(params, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, cond=str, seed=int)
+    stage.run(distributed(main), cond=str, seed=int)

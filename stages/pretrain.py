@@ -6,6 +6,7 @@ from transformers import AutoTokenizer
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.models import build_gpt2
+from deltalab.train.launch import distributed
 from deltalab.train.pretrain import pretrain_trainer
 from deltalab.train.recipe import TrainingRun
 
@@ -29,4 +30,4 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, checkpoint=str, cond=str, seed=int)
+    stage.run(distributed(main), checkpoint=str, cond=str, seed=int)

@@ -11,6 +11,7 @@ from deltalab.train.grpo import (
     rlvr_dataset,
     rlvr_summary,
 )
+from deltalab.train.launch import distributed
 from deltalab.train.recipe import TrainingRun
 
 
@@ -40,14 +41,15 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
 
         summary = rlvr_summary(trainer.state.log_history, cfg.max_steps, before, after)
         run.summary.update(summary)
-        print(
-            f"{checkpoint} {cond}/seed{seed}: reward {summary['reward/first_fifth']:.3f} -> "
-            f"{summary['reward/last_fifth']:.3f} (first/last fifth); held-out greedy "
-            f"{summary['heldout/parent_accuracy']:.3f} -> {summary['heldout/accuracy']:.3f} "
-            f"(McNemar p={summary['heldout/mcnemar_p']:.2g})"
-        )
+        if run.is_main:
+            print(
+                f"{checkpoint} {cond}/seed{seed}: reward {summary['reward/first_fifth']:.3f} -> "
+                f"{summary['reward/last_fifth']:.3f} (first/last fifth); held-out greedy "
+                f"{summary['heldout/parent_accuracy']:.3f} -> {summary['heldout/accuracy']:.3f} "
+                f"(McNemar p={summary['heldout/mcnemar_p']:.2g})"
+            )
         run.save(model, tokenizer)
 
 
 if __name__ == "__main__":
-    stage.run(main, checkpoint=str, cond=str, seed=int)
+    stage.run(distributed(main), checkpoint=str, cond=str, seed=int)

@@ -6,6 +6,7 @@ from deltalab import paths, stage
 from deltalab.data import read_jsonl
 from deltalab.evaluation.generation import generate_greedy
 from deltalab.evaluation.prompts import format_prompt
+from deltalab.train.launch import distributed
 from deltalab.train.recipe import TrainingRun
 from deltalab.train.sft import gsm8k_to_messages, rewrite_assistant_turns, sft_trainer, with_replay
 
@@ -45,4 +46,4 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, checkpoint=str, cond=str, seed=int)
+    stage.run(distributed(main), checkpoint=str, cond=str, seed=int)

@@ -3,6 +3,7 @@ the declared parent."""
 
 from deltalab import paths, stage
 from deltalab.data import read_jsonl
+from deltalab.train.launch import distributed
 from deltalab.train.recipe import TrainingRun
 from deltalab.train.sft import rewrite_assistant_turns, sft_trainer
 
@@ -24,4 +25,4 @@ def main(params, checkpoint: str, cond: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main, checkpoint=str, cond=str, seed=int)
+    stage.run(distributed(main), checkpoint=str, cond=str, seed=int)

@@ -47,10 +47,11 @@ def _naive_loss(model, batch) -> float:
     return total / count
 
 
-def _trainer() -> TokenMeanSFTTrainer:
+def _trainer(processes: int = 1) -> TokenMeanSFTTrainer:
     # compute_loss needs only the accelerator's unwrap; no dataset, no TRL setup
     trainer = TokenMeanSFTTrainer.__new__(TokenMeanSFTTrainer)
-    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m)
+    trainer.accelerator = SimpleNamespace(unwrap_model=lambda m: m, num_processes=processes)
+    trainer.args = SimpleNamespace(average_tokens_across_devices=True)
     return trainer
 
 
@@ -68,6 +69,9 @@ def test_num_items_in_batch_divides_the_sum():
     n_labels = 4 + 2 + 1  # label positions that have a next-token target
     loss = _trainer().compute_loss(model, dict(batch), num_items_in_batch=2 * n_labels)
     assert float(loss) == pytest.approx(_naive_loss(model, batch) / 2, rel=1e-6)
+    # on one of 2 ranks: its tokens' sum over both ranks' count, times 2 (DDP averages ranks)
+    two = _trainer(processes=2).compute_loss(model, dict(batch), num_items_in_batch=2 * n_labels)
+    assert float(two) == pytest.approx(_naive_loss(model, batch), rel=1e-6)
 
 
 def test_gradients_match_the_full_logits_loss():

@@ -204,10 +204,16 @@ LOAD_OPTIONS = (
 )  # fmt: skip
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+def save_checkpoint(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: Path,
+    state_dict: dict | None = None,
+) -> None:
     """Save as safetensors + config + tokenizer, loadable offline by AutoModelForCausalLM; the
-    bytes describe the artifact only, whatever the environment it was loaded in."""
-    model.save_pretrained(out, safe_serialization=True)
+    bytes describe the artifact only, whatever the environment it was loaded in. `state_dict`:
+    the full weights when the model's own are sharded (FSDP)."""
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     config_path = Path(out) / "tokenizer_config.json"
     config = json.loads(config_path.read_text())

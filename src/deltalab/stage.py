@@ -45,6 +45,11 @@ def run(main: Callable[..., Any], **arguments: type) -> None:
         sys.exit(2)
 
 
+def is_main_process() -> bool:
+    """Rank 0, or no launcher at all: the process that writes a stage's outputs."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def made_here(params: Params, checkpoint: str, recipe: str) -> CheckpointSpec:
     """The declaration of the checkpoint a recipe stage makes (`--checkpoint`): it must be in
     `study.checkpoints` with this recipe, or the stage stops before any work."""
@@ -70,6 +75,7 @@ def transform(params: Params, cond: str) -> Callable[[str], str]:
 
 
 def finish(path: str | os.PathLike, metrics: object, summary: str) -> None:
-    """Write a stage's metrics JSON (atomically) and print its one-line summary."""
-    write_json(path, metrics)
-    print(summary)
+    """Write a stage's metrics JSON (atomically) and print its one-line summary (rank 0 only)."""
+    if is_main_process():
+        write_json(path, metrics)
+        print(summary)

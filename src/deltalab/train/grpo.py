@@ -72,12 +72,15 @@ def grpo_trainer(
     optimizers: tuple = (None, None),
 ) -> GRPOTrainer:
     """A GRPOTrainer; with `beta > 0` TRL loads the KL reference from the parent's directory."""
+    # runtime.engine: vllm → TRL's own vLLM rollouts, colocated with training on the same GPUs
+    vllm = {"use_vllm": True, "vllm_mode": "colocate"} if run.runtime.engine == "vllm" else {}
     config = GRPOConfig(
         **run.trainer_args(cfg),
         num_generations=cfg.num_generations,
         temperature=cfg.temperature,
         max_completion_length=cfg.max_completion_length,
         beta=cfg.beta,
+        **vllm,
     )
     return GRPOTrainer(
         model=model,

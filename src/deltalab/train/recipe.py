@@ -14,6 +14,11 @@ state afterwards (optimizer moments, log history), and ends with `run.save(model
 Trainers write only to a scratch directory and dvclive to a hidden sibling of the metrics directory;
 both stage outputs appear (atomically) at `save`, so an interrupted or failed stage never leaves a
 partial checkpoint or half a training log behind.
+
+Under a launcher (`runtime.processes` > 1) every rank runs the same recipe on its share of each
+global batch (the params' batch sizes stay global, so N processes train the model one process
+would, up to the order of float sums); only rank 0 logs and writes, after every rank has reached
+`save`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from deltalab.atomic import atomic_dir
-from deltalab.errors import DataError
+from deltalab.errors import ConfigError, DataError
 from deltalab.models import configure_torch, load_causal_lm, save_checkpoint
 from deltalab.schema.runtime import RuntimeParams
 from deltalab.train.logging import dvclive_callback, open_live
@@ -48,21 +53,30 @@ class TrainingRun:
     ) -> None:
         self.out, self.runtime, self.seed = Path(out), runtime, seed
         self.metrics_dir = Path(metrics_dir)
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.is_main = os.environ.get("RANK", "0") == "0"
         configure_torch(runtime)
         set_seed(seed)
-        # A fixed name, so a run killed mid-way leaves at most one stale log that the next removes.
-        self._live_dir = self.metrics_dir.with_name(f".{self.metrics_dir.name}.tmp-live")
+        self._scratch = tempfile.TemporaryDirectory(prefix="deltalab-trainer-")
+        # A fixed name, so a run killed mid-way leaves at most one stale log that the next removes;
+        # other ranks log into their scratch space, never beside the stage's outputs.
+        self._live_dir = (
+            self.metrics_dir.with_name(f".{self.metrics_dir.name}.tmp-live")
+            if self.is_main
+            else Path(self._scratch.name) / "live"
+        )
         shutil.rmtree(self._live_dir, ignore_errors=True)
         self.live = open_live(self._live_dir)
-        self._scratch = tempfile.TemporaryDirectory(prefix="deltalab-trainer-")
         self.callbacks = [dvclive_callback(self.live)]
+        self._trainer = None
 
     def __enter__(self) -> TrainingRun:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._scratch.cleanup()
-        shutil.rmtree(self._live_dir, ignore_errors=True)  # left only when `save` never ran
+        if self.is_main:
+            shutil.rmtree(self._live_dir, ignore_errors=True)  # left only when `save` never ran
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -84,11 +98,19 @@ class TrainingRun:
     def trainer_args(self, cfg: TrainParams) -> dict[str, Any]:
         """Keyword arguments for `TrainingArguments` and every TRL config (they share these)."""
         use_cpu = self.runtime.device == "cpu" or not torch.cuda.is_available()
+        if cfg.batch_size % self.world_size:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is the global batch: it must divide among "
+                f"runtime.processes={self.world_size} ranks"
+            )
+        # Rank r takes every N-th per-rank batch of one seeded order: step k trains on the same
+        # examples as one process's batch k of `batch_size`.
+        per_rank = cfg.batch_size // self.world_size
         return {
             "output_dir": self._scratch.name,
             "max_steps": cfg.max_steps,
-            "per_device_train_batch_size": cfg.batch_size,
-            "per_device_eval_batch_size": cfg.batch_size,
+            "per_device_train_batch_size": per_rank,
+            "per_device_eval_batch_size": per_rank,
             "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
             "learning_rate": cfg.learning_rate,
             "lr_scheduler_type": cfg.lr_scheduler,
@@ -115,6 +137,7 @@ class TrainingRun:
     def train(self, trainer) -> dict[str, float]:
         """Train; record `final/train_loss` (and `final/eval_loss` with an eval set) in the
         summary; return the final evaluation's metrics (empty without an eval set)."""
+        self._trainer = trainer
         result = trainer.train()
         if not math.isfinite(result.training_loss):
             raise DataError(f"{self.out}: training loss is {result.training_loss} (diverged)")
@@ -125,10 +148,19 @@ class TrainingRun:
         return final
 
     def save(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Write the checkpoint, then the training log with its summary, each atomically."""
+        """Write the checkpoint, then the training log with its summary, each atomically (rank
+        0, once every rank got here; sharded weights are gathered first)."""
         model.config.use_cache = True
+        state_dict = None
+        if self.world_size > 1 and self._trainer is not None:
+            accelerator = self._trainer.accelerator
+            accelerator.wait_for_everyone()
+            if accelerator.is_fsdp2 or getattr(accelerator.state, "fsdp_plugin", None):
+                state_dict = accelerator.get_state_dict(self._trainer.model)  # every rank
+        if not self.is_main:
+            return
         with atomic_dir(self.out) as tmp:
-            save_checkpoint(model, tokenizer, tmp)
+            save_checkpoint(model, tokenizer, tmp, state_dict)
         self.live.make_summary()
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         os.replace(self._live_dir, self.metrics_dir)

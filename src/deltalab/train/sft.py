@@ -80,6 +80,10 @@ class TokenMeanSFTTrainer(SFTTrainer):
         logits = head(hidden).float()
         count = keep.sum() if num_items_in_batch is None else num_items_in_batch
         loss = F.cross_entropy(logits, targets[keep], reduction="sum") / count
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            # `count` is every rank's tokens and DDP averages gradients over ranks: scale back,
+            # as Trainer.compute_loss does, so the gradient is the global token mean's
+            loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
 
