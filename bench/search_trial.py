@@ -93,11 +93,12 @@ def _scales(trials: int) -> list[list[float]]:
 
 
 def _score(model, tokenizer, questions, cfg) -> dict[str, float]:
+    from deltalab.evaluation.engine import HFEngine
     from deltalab.search.objectives import prompt_perplexity
     from deltalab.search.voting import vote
 
     t0 = time.perf_counter()
-    vote(model, tokenizer, questions, cfg)
+    vote(HFEngine(model, tokenizer), questions, cfg)
     t1 = time.perf_counter()
     prompt_perplexity(model, tokenizer, questions, cfg.ppl_batch_size)
     return {"generate": t1 - t0, "perplexity": time.perf_counter() - t1}
