@@ -48,8 +48,9 @@ def greedy_throughput(base: Path, questions: list[str], max_new_tokens: int) -> 
         torch.cuda.empty_cache()
     same = sum(a.token_ids == b.token_ids for a, b in zip(*results.values(), strict=True))
     ratio = rates["vllm"] / rates["hf"]
-    print(f"engine ratio: vllm/hf {ratio:.1f}x questions/s (target >= 10: "
-          f"{'met' if ratio >= 10 else 'MISSED'}); identical greedy answers {same}/{len(questions)}")  # fmt: skip
+    verdict = "met" if ratio >= 10 else "MISSED"
+    print(f"engine ratio: vllm/hf {ratio:.1f}x questions/s (target >= 10: {verdict}); "
+          f"identical greedy answers {same}/{len(questions)}")  # fmt: skip
 
 
 def trials(base: Path, vectors: list[Path], questions: list[str], n: int) -> None:
@@ -57,9 +58,11 @@ def trials(base: Path, vectors: list[Path], questions: list[str], n: int) -> Non
 
     from deltalab.evaluation.vllm_engine import VLLMEngine
     from deltalab.merging.disk import merge
+    from deltalab.merging.vectors import TaskVector
     from deltalab.schema.runtime import RuntimeParams
     from deltalab.search.live_model import open_live_model
     from deltalab.search.objectives import SearchObjective
+    from deltalab.tensors.reader import Checkpoint
 
     cfg = _cfg("0.5B")
     lm = open_live_model(base, vectors, RuntimeParams(device="cuda", bf16=True, engine="vllm"))
@@ -77,11 +80,8 @@ def trials(base: Path, vectors: list[Path], questions: list[str], n: int) -> Non
     for scales in _scales(n):
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            from deltalab.merging.vectors import TaskVector
-            from deltalab.tensors.reader import Checkpoint
-
-            merge(Checkpoint(base), [(TaskVector(v), s) for v, s in zip(vectors, scales, strict=False)],
-                  Path(tmp) / "merged", progress=False)  # fmt: skip
+            pairs = [(TaskVector(v), s) for v, s in zip(vectors, scales, strict=True)]
+            merge(Checkpoint(base), pairs, Path(tmp) / "merged", progress=False)
             engine = VLLMEngine(Path(tmp) / "merged")  # the restart DoTS pays per trial
             SearchObjective(engine, lambda s: None, questions, cfg)(scales)
             del engine
