@@ -398,3 +398,17 @@ def test_s3_remote_push_fresh_clone_pull(reproduced):
         status = sh(clone, "dvc", "status", "-c", "-r", "s3", env=s3.env).stdout
         assert "Cache and remote 's3' are in sync" in status, status
         assert not _ran_stages(sh(clone, "dvc", "repro").stdout)
+
+
+def test_the_report_reads_every_workflow(reproduced):
+    """The last stage: the study on one page from the run's metrics, and the headline numbers."""
+    _, repo, out, _ = reproduced
+    assert "Running stage 'report'" in out
+    text = (repo / "reports/index.md").read_text()
+    for section in ("Domain tokens", "Post-training", "pass@k", "published numbers",
+                    "merge search", "masks"):  # fmt: skip
+        assert section in text
+    html = (repo / "reports/index.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # self-contained
+    headline = json.loads((repo / "metrics/headline.json").read_text())
+    assert "gsm8k/sft_gsm8k/difference" in headline and "merge/baseline-0/accuracy" in headline

@@ -399,24 +399,28 @@ def test_a_study_of_imported_style_pairs_renders_only_the_stages_it_needs():
         "pretrain",
         "sft_tulu",
         "analyze_deltas",
+        "report",
     ]
+    assert stages["report"]["deps"][-2:] == ["metrics/deltas", "reports/deltas"]  # what it reads
+    assert not [d for d in stages["report"]["deps"] if d.startswith(("metrics/c", "reports/s"))]
 
 
 # Each source study's profile declares its own graph: the stages it renders, in order.
 STUDY_GRAPHS = {
     "domain-tokens-10b.yaml": [
         "prepare_data", "pretrain", "sft_tulu", "sft_gsm8k", "evaluate", "compare",
-        "analyze_deltas",
+        "analyze_deltas", "report",
     ],
     "tulu3-8b.yaml": [
         "prepare_data", "base", "sft", "dpo", "rlvr", "evaluate", "behavior", "analyze_deltas",
+        "report",
     ],
     "dots-qwen2.5-math-7b.yaml": [
         "prepare_data", "base", "sft", "rlvr", "evaluate", "evaluate_track", "analyze_deltas",
-        "task_vectors", "difficulty", "sample_queries", "search", "merge",
+        "task_vectors", "difficulty", "sample_queries", "search", "merge", "report",
     ],
     "gemma3-270m-masks.yaml": [
-        "prepare_data", "base", "dpo", "analyze_deltas", "masks", "masked_dpo",
+        "prepare_data", "base", "dpo", "analyze_deltas", "masks", "masked_dpo", "report",
     ],
 }  # fmt: skip
 

@@ -216,7 +216,31 @@ def render_stages(params: Params) -> dict[str, dict]:
         stages |= dots_stages(params)
     if study.masks_from:
         stages |= mask_stages(params)
+    stages["report"] = report_stage(stages)
     return stages
+
+
+# What the report reads: metrics families and the folders of the figures it embeds.
+REPORTED = ("metrics/compare.json", "metrics/behavior", "metrics/deltas", "metrics/search",
+            "metrics/merge", "metrics/masks", "metrics/masked_dpo", "reports/evaluation",
+            "reports/behavior", "reports/deltas", "reports/search", "reports/masks")  # fmt: skip
+
+
+def report_stage(stages: dict[str, dict]) -> dict:
+    """After every other stage: the families of metrics and figures the study produces (whole
+    folders, so every matrix member's files are deps whatever `delta_track` holds)."""
+    produced = set()
+    for body in stages.values():
+        for entry in [*body.get("outs", []), *body.get("metrics", [])]:
+            path = entry if isinstance(entry, str) else next(iter(entry))
+            produced |= {r for r in REPORTED if path == r or path.startswith(r + "/")}
+    return stage(
+        "stages/report.py",
+        [r for r in REPORTED if r in produced],
+        ["conditions", "seeds", "delta_track", "study", "data.source", "evaluate.gsm8k_limit"],
+        ["reports/index.md", "reports/index.html"],
+        metrics=[{"metrics/headline.json": NO_CACHE}],
+    )
 
 
 def _lineage_order(study: StudyParams, names: Iterable[str]) -> list[str]:

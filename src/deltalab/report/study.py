@@ -1,0 +1,380 @@
+"""The study on one page: `reports/index.md`, its self-contained HTML twin, and the headline
+metrics a sweep is judged by.
+
+It reads what the stages wrote and formats it; it computes no statistic of its own. Every table
+row names the file and key its numbers come from, and every comparison gets a verdict from the
+numbers by one rule (`verdict`): a difference is a finding only when its seed-level interval
+excludes 0; with one seed the question-level interval can say nothing about training runs, and the
+verdict says so. Sections appear for the workflows the profile runs; the others are left out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deltalab.report.tables import cell, table_lines
+
+PASS_AT = ("k1", "k2", "k4", "k8")
+INDEX_MD = Path("reports/index.md")
+INDEX_HTML = Path("reports/index.html")
+HEADLINE = Path("metrics/headline.json")
+
+
+@dataclass
+class Page:
+    """The report being written: markdown lines, the figures it shows, headline numbers."""
+
+    root: Path
+    lines: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    headline: dict[str, float | None] = field(default_factory=dict)
+    # the published claims by key (`deltas.claims.CLAIM_BY_KEY`: text, published, format)
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        self.lines.extend([*table_lines(header, rows), ""])
+
+    def figure(self, path: Path, caption: str) -> None:
+        """A stage's own plot, linked relative to `reports/` (when the stage wrote it)."""
+        if (self.root / path).is_file():
+            rel = os.path.relpath(path, "reports")
+            self.add(f"![{caption}]({rel})", "")
+            self.figures.append(path)
+
+
+def load(root: Path, path: Path | str) -> dict | None:
+    file = root / path
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def ci(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "–"
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def verdict(entry: Mapping[str, Any], n_seeds: int) -> str:
+    """A difference is a finding only when the seed-level interval excludes 0."""
+    if n_seeds < 2 or entry.get("seeds_ci_low") is None:
+        return "one seed: not a finding"
+    low, high = entry["seeds_ci_low"], entry["seeds_ci_high"]
+    if low > 0 or high < 0:
+        return f"**finding** ({'higher' if low > 0 else 'lower'})"
+    return f"not established ({n_seeds} seeds)"
+
+
+def _run_section(page: Page, params: Any, profile: str) -> None:
+    study = params.study
+    trained = [n for n, s in study.checkpoints.items() if s.recipe != "import"]
+    imported = [n for n, s in study.checkpoints.items() if s.recipe == "import"]
+    page.add(
+        "## What was run",
+        "",
+        f"- profile: `{profile}`; conditions {', '.join(params.conditions)}; seeds "
+        f"{', '.join(map(str, params.seeds))}; delta track "
+        f"{', '.join(params.delta_track.conditions)} × seeds "
+        f"{', '.join(map(str, params.delta_track.seeds))}",
+        f"- checkpoints: {', '.join(f'`{n}`' for n in trained) or 'none'} trained here"
+        + (f"; {', '.join(f'`{n}`' for n in imported)} imported" if imported else ""),
+        f"- data: {params.data.source}; GSM8K test limit "
+        f"{params.evaluate.gsm8k_limit or 'none (the whole test set)'}",
+        "",
+    )
+
+
+def _conditions_section(page: Page, params: Any) -> None:
+    compare = load(page.root, "metrics/compare.json")
+    pair = params.study.compare_conditions
+    if not compare or not pair:
+        return
+    ref, trt = pair
+    page.add(
+        f"## Domain tokens: {trt} vs {ref}",
+        "",
+        "Per model: accuracies over all seeds, the difference, its seed-level interval (a "
+        "t-interval over the per-seed differences: training-run variance) and its question-level "
+        "interval (questions resampled with their seeds: question sampling only).",
+        "",
+    )
+    header = ["model", "task", ref, trt, "difference", "seeds CI", "questions CI", "McNemar p",
+              "verdict", "source"]  # fmt: skip
+    rows = []
+    for model in params.study.evaluate:
+        block = compare.get(model)
+        if not block:
+            continue
+        n_seeds = block.get("n_seeds", 1)
+        tasks = [("GSM8K", block["gsm8k"], f"{model}.gsm8k")]
+        probes = block.get("probes", {})
+        if "times_table" in probes:
+            tasks.append(("times table", probes["times_table"], f"{model}.probes.times_table"))
+        for task, e, key in tasks:
+            rows.append([
+                model, task, cell(e.get(f"{ref}_accuracy")), cell(e.get(f"{trt}_accuracy")),
+                f"{e['difference']:+.3f}", ci(e.get("seeds_ci_low"), e.get("seeds_ci_high")),
+                ci(e.get("questions_ci_low"), e.get("questions_ci_high")), cell(e["mcnemar_p"]),
+                verdict(e, n_seeds), f"`metrics/compare.json` › `{key}`",
+            ])  # fmt: skip
+            if task == "GSM8K" and model == params.study.evaluate[-1]:
+                page.headline[f"gsm8k/{model}/{ref}"] = e.get(f"{ref}_accuracy")
+                page.headline[f"gsm8k/{model}/{trt}"] = e.get(f"{trt}_accuracy")
+                page.headline[f"gsm8k/{model}/difference"] = e["difference"]
+                page.headline[f"gsm8k/{model}/seeds_ci_low"] = e.get("seeds_ci_low")
+                page.headline[f"gsm8k/{model}/seeds_ci_high"] = e.get("seeds_ci_high")
+    page.table(header, rows)
+    page.figure(Path("reports/evaluation/accuracy.png"), "accuracy by condition and seed")
+
+
+def _post_training_section(page: Page, params: Any) -> None:
+    compare = load(page.root, "metrics/compare.json")
+    post = (compare or {}).get("post_training")
+    if not post:
+        return
+    page.add(
+        "## Post-training against parents and rivals",
+        "",
+        "GSM8K test, paired on the same questions; pooled over the delta-track seeds.",
+        "",
+    )
+    header = ["condition", "comparison", "treatment", "reference", "difference", "seeds CI",
+              "questions CI", "McNemar p", "verdict", "source"]  # fmt: skip
+    rows = []
+    for cond, comparisons in post.items():
+        for name, block in comparisons.items():
+            treatment, reference = name.split("_vs_")
+            e, n_seeds = block["gsm8k"], block.get("n_seeds", 1)
+            rows.append([
+                cond, f"{treatment} vs {reference}", cell(e.get(f"{treatment}_accuracy")),
+                cell(e.get(f"{reference}_accuracy")), f"{e['difference']:+.3f}",
+                ci(e.get("seeds_ci_low"), e.get("seeds_ci_high")),
+                ci(e.get("questions_ci_low"), e.get("questions_ci_high")), cell(e["mcnemar_p"]),
+                verdict(e, n_seeds),
+                f"`metrics/compare.json` › `post_training.{cond}.{name}.gsm8k`",
+            ])  # fmt: skip
+            if params.study.checkpoints[treatment].parent == reference:  # vs its own parent
+                page.headline[f"post/{cond}/{name}/difference"] = e["difference"]
+    page.table(header, rows)
+
+
+def _members(params: Any) -> list[tuple[str, int, str]]:
+    return [
+        (cond, seed, f"{cond}-{seed}")
+        for cond in params.delta_track.conditions
+        for seed in params.delta_track.seeds
+    ]
+
+
+def _behavior_section(page: Page, params: Any) -> None:
+    found = [(m, load(page.root, f"metrics/behavior/{m}.json")) for *_, m in _members(params)]
+    found = [(m, b) for m, b in found if b]
+    if not found:
+        return
+    page.add("## Greedy accuracy and pass@k", "")
+    for member, block in found:
+        rows = []
+        for model, stats in block["models"].items():
+            passk = stats.get("pass_at_k", {})
+            rows.append([
+                model, cell(stats.get("greedy", {}).get("accuracy")),
+                *[cell(passk.get(k)) for k in PASS_AT],
+                cell(stats.get("diversity", {}).get("distinct_answers")),
+                f"`metrics/behavior/{member}.json` › `models.{model}`",
+            ])  # fmt: skip
+        page.add(f"{member}: {block.get('questions', '?')} questions × "
+                 f"{block.get('samples', '?')} samples (one seed per member).", "")  # fmt: skip
+        page.table(["model", "greedy", "pass@1", "pass@2", "pass@4", "pass@8",
+                    "distinct answers", "source"], rows)  # fmt: skip
+        page.figure(Path(f"reports/behavior/{member}/passk.png"), f"pass@k, {member}")
+
+
+def _deltas_section(page: Page, params: Any) -> None:
+    found = [(m, load(page.root, f"metrics/deltas/{m}.json")) for *_, m in _members(params)]
+    found = [(m, d) for m, d in found if d]
+    if not found:
+        return
+    page.add(
+        "## How post-training moves the weights, against the published numbers",
+        "",
+        "Each claim's verdict band lives in `deltalab.deltas.claims`; the full analysis is "
+        "each member's `reports/deltas/<member>/report.md`.",
+        "",
+    )
+    for member, block in found:
+        rows = []
+        for key, subjects in block.get("claims", {}).items():
+            claim = page.claims.get(key)
+            if claim is None:
+                continue
+            for subject, entry in subjects.items():
+                word = {1.0: "holds", 0.5: "partly", 0.0: "does not hold"}.get(entry["verdict"])
+                rows.append([
+                    claim.text, claim.published, subject, claim.format(entry["value"]),
+                    word or "n/a", f"`metrics/deltas/{member}.json` › `claims.{key}.{subject}`",
+                ])  # fmt: skip
+        page.add(f"{member} (one training run per delta: these are not seed-level findings):", "")
+        page.table(["claim", "published", "delta", "ours", "verdict", "source"], rows)
+        page.figure(Path(f"reports/deltas/{member}/methods.png"), f"deltas by method, {member}")
+
+
+def _merge_section(page: Page, params: Any) -> None:
+    found = []
+    for *_, member in _members(params):
+        search = load(page.root, f"metrics/search/{member}.json")
+        merge = load(page.root, f"metrics/merge/{member}.json")
+        if search or merge:
+            found.append((member, search, merge))
+    if not found:
+        return
+    page.add("## The merge search (DoTS) and the merged model", "")
+    for member, search, merge in found:
+        if search:
+            chosen = search["chosen"]
+            page.add(
+                f"{member}: {search['trials']} trials on {search['queries']} queries, Pareto front "
+                f"of {search['pareto_size']}; chosen ({search['select']}) scale_sft "
+                f"{chosen['scale_sft']:.3f}, scale_rlvr {chosen['scale_rlvr']:.3f}: consistency "
+                f"{chosen['consistency']:.3f}, prompt perplexity {chosen['perplexity']:.3g} "
+                f"(`metrics/search/{member}.json` › `chosen`).",
+                "",
+            )
+            page.figure(Path(f"reports/search/{member}/search.png"), f"search trials, {member}")
+        if merge:
+            best = merge["best_single"]
+            rows = []
+            for name, acc in merge["accuracy"].items():
+                vs = merge.get("vs_best_single", {}).get(name)
+                rows.append([
+                    name, cell(acc),
+                    "–" if vs is None else f"{vs['difference']:+.3f}",
+                    "–" if vs is None else ci(vs["questions_ci_low"], vs["questions_ci_high"]),
+                    "–" if vs is None else cell(vs["mcnemar_p"]),
+                    f"`metrics/merge/{member}.json` › `accuracy.{name}`",
+                ])  # fmt: skip
+                if name == "merged":
+                    page.headline[f"merge/{member}/accuracy"] = acc
+                    page.headline[f"merge/{member}/vs_{best}"] = vs and vs["difference"]
+            page.add(f"GSM8K of the merges against the better single model ({best}); "
+                     f"{merge['interval']}:", "")  # fmt: skip
+            page.table(["model", "accuracy", f"vs {best}", "questions CI", "McNemar p", "source"],
+                       rows)  # fmt: skip
+
+
+def _masks_section(page: Page, params: Any) -> None:
+    found = []
+    for *_, member in _members(params):
+        masks = load(page.root, f"metrics/masks/{member}.json")
+        masked = load(page.root, f"metrics/masked_dpo/{member}.json")
+        if masks or masked:
+            found.append((member, masks, masked))
+    if not found:
+        return
+    page.add("## Weight-delta masks and masked DPO", "")
+    for member, masks, masked in found:
+        if masks:
+            rows = [
+                [
+                    pair,
+                    cell(j["pooled"]),
+                    cell(j["random"]),
+                    cell(j["per_tensor_mean"]),
+                    f"`metrics/masks/{member}.json` › `jaccard.{pair}`",
+                ]
+                for pair, j in masks["jaccard"].items()
+            ]
+            page.add(
+                f"{member}: masks at density {masks['density']:.0%} ({masks['selection']} "
+                "selection); Jaccard against random masks:",
+                "",
+            )
+            page.table(["masks", "Jaccard", "random", "per-tensor mean", "source"], rows)
+        if masked:
+            rows = []
+            for name, run in masked.items():
+                rows.append([
+                    name, run.get("mask") or "full DPO", cell(run["val_reward_accuracy"]),
+                    cell(run.get("frozen_changed")),
+                    f"`metrics/masked_dpo/{member}.json` › `{name}`",
+                ])  # fmt: skip
+                page.headline[f"masked_dpo/{member}/{name}/reward_accuracy"] = run[
+                    "val_reward_accuracy"
+                ]
+            page.table(["run", "mask", "validation reward accuracy", "frozen entries changed",
+                        "source"], rows)  # fmt: skip
+        page.figure(Path(f"reports/masks/{member}/jaccard_layers.png"), f"mask overlap, {member}")
+
+
+SECTIONS = (
+    _conditions_section,
+    _post_training_section,
+    _behavior_section,
+    _deltas_section,
+    _merge_section,
+    _masks_section,
+)
+
+
+def build(params: Any, root: Path, claims: Mapping[str, Any], profile: str = "params.yaml") -> Page:
+    """The report page of the study in `root` (a repository checkout with its metrics);
+    `claims`: the published claims the delta analysis judged, by key."""
+    page = Page(Path(root), claims=claims)
+    page.add(
+        "# The study on one page",
+        "",
+        "Generated by the `report` stage from `metrics/` (nothing here is typed by hand). A "
+        "difference is a **finding** only when its seed-level interval (over training runs) "
+        "excludes 0; a question-level interval holds the trained models fixed, so one seed is "
+        "never a finding, whatever its p-value.",
+        "",
+    )
+    _run_section(page, params, profile)
+    for section in SECTIONS:
+        section(page, params)
+    return page
+
+
+def markdown(page: Page) -> str:
+    return "\n".join(page.lines).rstrip() + "\n"
+
+
+def html(page: Page) -> str:
+    """A self-contained HTML rendering: figures inlined as data URIs, no external resource."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown(page))
+    for path in page.figures:
+        rel = os.path.relpath(path, "reports")
+        data = base64.b64encode((page.root / path).read_bytes()).decode()
+        body = body.replace(f'src="{rel}"', f'src="data:image/png;base64,{data}"')
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+        "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:.9em}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em}th{background:#f3f3f3}"
+        "img{max-width:100%;height:auto}code{font-size:.85em;word-break:break-all}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>deltalab study report</title><style>{style}</style></head>\n<body>\n"
+        f"{body}</body></html>\n"
+    )
+
+
+def headline(page: Page) -> dict[str, float | None]:
+    """The numbers a sweep is judged by, rounded for a readable `dvc exp show`."""
+    return {
+        k: (None if v is None or not math.isfinite(v) else round(float(v), 4))
+        for k, v in sorted(page.headline.items())
+    }
+
+
+def figures_missing(page: Page, expected: Iterable[Path]) -> list[Path]:
+    return [p for p in expected if p not in page.figures]
