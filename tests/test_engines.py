@@ -168,3 +168,18 @@ def test_vllm_weights_update_in_place(workspace, monkeypatch):
         a = lm.engine.greedy(prompts, max_new_tokens=8, batch_size=8)
         b = hf.engine.greedy(prompts, max_new_tokens=8, batch_size=8)
         assert sum(x.token_ids == y.token_ids for x, y in zip(a, b, strict=True)) >= 7
+
+
+def test_a_cli_budget_past_the_context_is_capped_with_a_warning(checkpoint, capsys):
+    from deltalab.errors import DataError
+
+    engine = open_engine(checkpoint, "hf")  # a 256-position model
+    capsys.readouterr()
+    prompts = [format_prompt(engine.tokenizer, q) for q in questions(3)]
+    longest = max(len(engine.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    assert engine.fit_new_tokens(prompts, 16) == 16
+    assert "warning" not in capsys.readouterr().err
+    assert engine.fit_new_tokens(prompts, 256) == 256 - longest
+    assert f"capped at {256 - longest}" in capsys.readouterr().err
+    with pytest.raises(DataError, match="the model's context is 256"):
+        engine.fit_new_tokens(["word " * 300], 8)

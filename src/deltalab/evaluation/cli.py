@@ -36,6 +36,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         engine=args.engine,
+        fit_context=True,  # a default budget past a small model's context is capped, not fatal
     )
     print(json.dumps(result.metrics, indent=2, sort_keys=True))
     return 0
@@ -75,9 +76,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     engine = open_engine(args.checkpoint, args.engine, device=args.device, dtype=args.dtype)
 
     def answer(questions: list[str]) -> None:
-        rows = engine.sample(
-            [format_prompt(engine.tokenizer, q) for q in questions], **sampling.sampling_kwargs()
-        )
+        prompts = [format_prompt(engine.tokenizer, q) for q in questions]
+        kwargs = sampling.sampling_kwargs()
+        kwargs["max_new_tokens"] = engine.fit_new_tokens(prompts, kwargs["max_new_tokens"])
+        rows = engine.sample(prompts, **kwargs)
         for question, samples in zip(questions, rows, strict=True):
             print(f"Q: {question}")
             for i, s in enumerate(samples):

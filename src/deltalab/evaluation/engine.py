@@ -68,12 +68,40 @@ class Engine(ABC):
         """Replace named weights (Hugging Face checkpoint names) in place."""
         raise NotImplementedError(f"{type(self).__name__} cannot load weights in place")
 
+    sizing: object  # what `generation._context_length` reads the context from
+
+    def fit_new_tokens(self, prompts: Sequence[str], wanted: int) -> int:
+        """`wanted` new tokens, or fewer when the longest prompt would overflow the context
+        (with a warning that says so): for commands whose default budget is not the params'."""
+        import sys
+
+        from deltalab.errors import DataError
+        from deltalab.evaluation.generation import _context_length
+
+        context = _context_length(self.sizing)
+        if context is None or not prompts:
+            return wanted
+        longest = max(
+            len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        )
+        if longest + wanted <= context:
+            return wanted
+        if longest >= context:
+            raise DataError(f"a prompt has {longest} tokens; the model's context is {context}")
+        print(
+            f"warning: {wanted} new tokens after a {longest}-token prompt exceed the model's "
+            f"context of {context} positions; capped at {context - longest}",
+            file=sys.stderr,
+        )
+        return context - longest
+
 
 class HFEngine(Engine):
     """transformers models: batched, left-padded decoding with an in-place KV cache."""
 
     def __init__(self, model, tokenizer) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.sizing = model
 
     def greedy(self, prompts, *, max_new_tokens, batch_size, progress=False, desc="generate"):
         from deltalab.evaluation.generation import generate_greedy

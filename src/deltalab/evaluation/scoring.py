@@ -203,21 +203,28 @@ def evaluate_model(
     params: EvaluateParams,
     *,
     progress: bool = True,
+    fit_context: bool = False,
 ) -> EvaluationResult:
     """Generate and score; rows must come from `prepare_*_rows`/`load_*` (limits already applied).
 
-    `probe_rows` is ignored when `params.probes` is false.
+    `probe_rows` is ignored when `params.probes` is false. `fit_context` caps a token budget the
+    longest prompt would push past the model's context, with a warning (the CLI's defaults).
     """
     from deltalab.evaluation.prompts import format_prompt
 
     tokenizer = engine.tokenizer
+
+    def budget(prompts: list[str], wanted: int) -> int:
+        return engine.fit_new_tokens(prompts, wanted) if fit_context else wanted
+
     if not gsm8k_rows:
         raise DataError("empty GSM8K test set")
+    prompts = [format_prompt(tokenizer, r["question"]) for r in gsm8k_rows]
     predictions = score(
         gsm8k_rows,
         engine.greedy(
-            [format_prompt(tokenizer, r["question"]) for r in gsm8k_rows],
-            max_new_tokens=params.max_new_tokens,
+            prompts,
+            max_new_tokens=budget(prompts, params.max_new_tokens),
             batch_size=params.batch_size,
             progress=progress,
             desc="gsm8k",
@@ -227,11 +234,12 @@ def evaluate_model(
     if params.probes:
         if not probe_rows:
             raise DataError("params.evaluate.probes is true but the probe set is empty")
+        prompts = [format_prompt(tokenizer, r["question"]) for r in probe_rows]
         predictions += score(
             probe_rows,
             engine.greedy(
-                [format_prompt(tokenizer, r["question"]) for r in probe_rows],
-                max_new_tokens=params.effective_probes_max_new_tokens,
+                prompts,
+                max_new_tokens=budget(prompts, params.effective_probes_max_new_tokens),
                 batch_size=params.batch_size,
                 progress=progress,
                 desc="probes",
@@ -269,6 +277,7 @@ def evaluate_checkpoint(
     trust_remote_code: bool = False,
     progress: bool = True,
     engine: EngineName = "hf",
+    fit_context: bool = False,
 ) -> EvaluationResult:
     """The whole `evaluate` stage: validate inputs, load, generate, score, write.
 
@@ -287,7 +296,9 @@ def evaluate_checkpoint(
         checkpoint, engine, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     try:
-        result = evaluate_model(generator, gsm8k_rows, probe_rows, params, progress=progress)
+        result = evaluate_model(
+            generator, gsm8k_rows, probe_rows, params, progress=progress, fit_context=fit_context
+        )
     except DataError as exc:
         raise DataError(f"{checkpoint}: {exc}") from exc
     write_evaluation(result, metrics_path, predictions_path)

@@ -71,6 +71,7 @@ class VLLMEngine(Engine):
             config=SimpleNamespace(**_context_fields(path)),
         )
         self.eos_ids = _eos_ids(self.tokenizer, None, self._model_view)
+        self.sizing = self._model_view
         self.llm = LLM(
             model=path,
             tokenizer=path,
