@@ -168,3 +168,22 @@ def evaluate_claims(
                 }
             )
     return rows
+
+
+def claims_table() -> str:
+    """The claims as a markdown table (docs/deltas.md's is generated from this)."""
+    from deltalab.report.tables import markdown_table
+
+    subjects = {"contrast": "each contrasted pair", "rl": "each dpo/rlvr delta",
+                "sft": "each sft delta"}  # fmt: skip
+    rows = [
+        [
+            f"`{c.key}`",
+            f"{c.text} ({c.source})",
+            c.published,
+            f"{c.measured} (`{c.metric}`) of {subjects[c.subjects]}",
+            c.rule(),
+        ]  # fmt: skip
+        for c in CLAIMS
+    ]
+    return markdown_table(["key", "claim", "published", "ours", "verdict rule"], rows)

@@ -29,9 +29,11 @@ HEADLINE = Path("metrics/headline.json")
 
 @dataclass
 class Page:
-    """The report being written: markdown lines, the figures it shows, headline numbers."""
+    """The report being written: markdown lines, the figures it shows, headline numbers.
+    `embed_figures` False leaves figures out (the README, where reports/ are DVC outputs)."""
 
     root: Path
+    embed_figures: bool = True
     lines: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     headline: dict[str, float | None] = field(default_factory=dict)
@@ -46,7 +48,7 @@ class Page:
 
     def figure(self, path: Path, caption: str) -> None:
         """A stage's own plot, linked relative to `reports/` (when the stage wrote it)."""
-        if (self.root / path).is_file():
+        if self.embed_figures and (self.root / path).is_file():
             rel = os.path.relpath(path, "reports")
             self.add(f"![{caption}]({rel})", "")
             self.figures.append(path)
@@ -313,14 +315,14 @@ def _masks_section(page: Page, params: Any) -> None:
         page.figure(Path(f"reports/masks/{member}/jaccard_layers.png"), f"mask overlap, {member}")
 
 
-SECTIONS = (
-    _conditions_section,
-    _post_training_section,
-    _behavior_section,
-    _deltas_section,
-    _merge_section,
-    _masks_section,
-)
+SECTIONS = {
+    "conditions": _conditions_section,
+    "post_training": _post_training_section,
+    "behavior": _behavior_section,
+    "deltas": _deltas_section,
+    "merge": _merge_section,
+    "masks": _masks_section,
+}
 
 
 def build(params: Any, root: Path, claims: Mapping[str, Any], profile: str = "params.yaml") -> Page:
@@ -337,9 +339,17 @@ def build(params: Any, root: Path, claims: Mapping[str, Any], profile: str = "pa
         "",
     )
     _run_section(page, params, profile)
-    for section in SECTIONS:
+    for section in SECTIONS.values():
         section(page, params)
     return page
+
+
+def section(params: Any, root: Path, claims: Mapping[str, Any], name: str, level: int = 4) -> str:
+    """One section of the report as README text: its heading at `level`, no figures."""
+    page = Page(Path(root), embed_figures=False, claims=claims)
+    SECTIONS[name](page, params)
+    lines = ["#" * level + line[2:] if line.startswith("## ") else line for line in page.lines]
+    return "\n".join(lines).strip() + "\n"
 
 
 def markdown(page: Page) -> str:
