@@ -21,7 +21,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from tests.workspace import commit_all, copy_repository, offline_env, sh
+from tests.workspace import ROOT, commit_all, copy_repository, offline_env, sh
 
 TRAINED = ("pretrain", "sft_tulu", "sft_gsm8k")
 CONDS = ("baseline", "mul_tokens")
@@ -412,3 +412,26 @@ def test_the_report_reads_every_workflow(reproduced):
     assert html.count("data:image/png;base64,") >= 5  # self-contained
     headline = json.loads((repo / "metrics/headline.json").read_text())
     assert "gsm8k/sft_gsm8k/difference" in headline and "merge/baseline-0/accuracy" in headline
+
+
+def test_the_readmes_commands_run(reproduced):
+    """Every shell command of the README that can run offline on a finished micro run, in it;
+    the others are marked in the README with why (GPU, network, a remote, a training run)."""
+    from tests.readme_commands import commands
+
+    _, repo, _, _ = reproduced
+    listed = commands((ROOT / "README.md").read_text())
+    ran, skipped = [], {}
+    for command in listed:
+        if command.skip:
+            skipped.setdefault(command.skip, []).append(command.text)
+            continue
+        assert not re.search(r"<[a-z]+>", command.text), f"a placeholder runs: {command.text}"
+        proc = subprocess.run(["bash", "-c", command.text], cwd=repo, env=offline_env(repo),
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, f"{command.text}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        ran.append(command.text)
+    print(f"README: {len(ran)} commands ran, {sum(map(len, skipped.values()))} skipped: "
+          + "; ".join(f"{reason} ({len(c)})" for reason, c in skipped.items()))  # fmt: skip
+    assert len(ran) >= 30
+    assert (repo / "reports/cli-merged/config.json").is_file()  # the merge example wrote a model
