@@ -183,7 +183,7 @@ def claims_table() -> str:
             c.published,
             f"{c.measured} (`{c.metric}`) of {subjects[c.subjects]}",
             c.rule(),
-        ]  # fmt: skip
+        ]
         for c in CLAIMS
     ]
     return markdown_table(["key", "claim", "published", "ours", "verdict rule"], rows)
