@@ -162,3 +162,61 @@ def test_every_method_is_registered_with_its_parameters():
     assert all(METHODS[m].random for m in ("dare_linear", "dare_ties", "della", "della_linear"))
     for name in METHODS:
         check(name, MethodParams(density=0.3, gamma=0.01, epsilon=0.1))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from tests.search_fixtures import build_search_workspace
+
+    return build_search_workspace(tmp_path_factory.mktemp("methods"))
+
+
+PARAMS = MethodParams(density=0.4, gamma=0.02, epsilon=0.1, seed=3)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_live_trial_holds_the_written_merge_bit_for_bit(workspace, method):
+    """Every method: the checkpoint writer and the in-memory merge give the same bits, and 100
+    trials later the same scales give them again (no drift)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from deltalab.merging.disk import merge
+    from deltalab.merging.live import LiveMerge
+    from deltalab.merging.vectors import TaskVector
+    from deltalab.tensors.reader import Checkpoint
+
+    base = Checkpoint(workspace / "base")
+    vectors = [TaskVector(workspace / f"{v}.safetensors") for v in ("sft", "rlvr")]
+    scales = [1.2, 0.7]
+    out = workspace / f"merged-{method}"
+    info = merge(base, list(zip(vectors, scales, strict=True)), out, progress=False,
+                 method=method, method_params=PARAMS)  # fmt: skip
+    assert info.get("method", {"name": "task_arithmetic"})["name"] == method
+    written = load_file(next(out.glob("*.safetensors")))
+    model = AutoModelForCausalLM.from_pretrained(workspace / "base")
+    live = LiveMerge(model, base, vectors, method=method, method_params=PARAMS)
+    live.apply(scales)
+    state = model.state_dict()
+    for name in live.slots:
+        assert torch.equal(state[name], written[name]), name
+    first = {n: state[n].clone() for n in live.slots}
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        live.apply((torch.rand(2, generator=g) * 1.5 + 0.5).tolist())
+    live.apply(scales)
+    assert all(torch.equal(model.state_dict()[n], first[n]) for n in live.slots)
+
+
+def test_a_bad_method_or_parameter_stops_the_merge_before_writing(workspace, tmp_path):
+    from deltalab.errors import ConfigError
+    from deltalab.merging.disk import merge
+    from deltalab.merging.vectors import TaskVector
+    from deltalab.tensors.reader import Checkpoint
+
+    base = Checkpoint(workspace / "base")
+    pairs = [(TaskVector(workspace / "sft.safetensors"), 1.0)]
+    with pytest.raises(ConfigError, match="merge method: ties: density must be in"):
+        merge(base, pairs, tmp_path / "out", progress=False, method="ties",
+              method_params=MethodParams(density=1.5))  # fmt: skip
+    assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ sha256 is compared with the one each vector recorded, so a vector applied to the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,6 +20,8 @@ import torch
 from deltalab import __version__
 from deltalab.atomic import atomic_dir
 from deltalab.errors import CheckpointError, ConfigError
+from deltalab.merging.methods import MethodParams, merge_delta
+from deltalab.merging.methods import check as check_method
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.blocks import BLOCK, matrix_shape, row_chunks
@@ -77,8 +80,11 @@ def merge(
     max_shard_bytes: int = 5 * 10**9,
     chunk_elements: int = 2**25,
     progress: bool = True,
+    method: str = "task_arithmetic",
+    method_params: MethodParams | None = None,
 ) -> dict:
-    """Write base + Σ scale·τ to `out_dir` (sharded safetensors, config and tokenizer of the base).
+    """Write base + Σ scale·τ to `out_dir` (sharded safetensors, config and tokenizer of the base),
+    or base + the merged delta of another `method` (`merging.methods`, one tensor at a time).
 
     `dtype` (bfloat16/float16/float32) overrides the base dtype of float tensors.
     """
@@ -86,6 +92,11 @@ def merge(
 
     if dtype is not None and dtype not in OUT_DTYPES:
         raise ConfigError(f"dtype must be one of {list(OUT_DTYPES)}, got {dtype!r}")
+    method_params = method_params or MethodParams()
+    try:
+        check_method(method, method_params)
+    except ValueError as exc:
+        raise ConfigError(f"merge method: {exc}") from exc
     check_loadable(base.path)
     dropped: dict[str, dict[str, int]] = {}
     for vector, scale in vectors:
@@ -111,7 +122,12 @@ def merge(
         try:
             for name, out_dtype, _ in plan:
                 bar.set_postfix_str(name[-40:], refresh=False)
-                _merge_tensor(base, name, vectors, writer, DTYPES[out_dtype], chunk_elements)
+                if method == "task_arithmetic":  # streamed in row chunks, sparse as stored
+                    _merge_tensor(base, name, vectors, writer, DTYPES[out_dtype], chunk_elements)
+                else:
+                    _merge_tensor_method(
+                        base, name, vectors, writer, DTYPES[out_dtype], method, method_params
+                    )
                 bar.update(base.info(name).nbytes)
             writer.close()
         except BaseException:
@@ -136,6 +152,8 @@ def merge(
             ],
             "dtype": dtype or "base",
         } | ({"dropped_rows": dropped} if dropped else {})
+        if method != "task_arithmetic":
+            info["method"] = {"name": method} | dataclasses.asdict(method_params)
         (tmp / "deltalab_merge.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -169,7 +187,52 @@ def _merge_tensor(
             add_scaled(w, None if idx is None else torch.from_numpy(idx), values, scale)
         size = w.numel() * torch.empty((), dtype=out_dtype).element_size()
         writer.write(name, out_buf.get(size).view(out_dtype).copy_(w))
-    digest = hasher.hexdigest()
+    _check_base_digest(users, name, info, hasher.hexdigest())
+
+
+def merged_tensor(
+    base_raw: torch.Tensor,
+    taus: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    method: str,
+    params: MethodParams,
+    name: str,
+) -> torch.Tensor:
+    """base + the method's merged delta of one tensor, in fp32 (the live merge calls this too,
+    so a live trial and the written checkpoint hold the same bits)."""
+    flat = torch.stack([t.reshape(-1).float() for t in taus])
+    delta = merge_delta(method, flat, scales, params, key=name)
+    return base_raw.reshape(-1).float() + delta
+
+
+def _merge_tensor_method(
+    base: Checkpoint,
+    name: str,
+    vectors: Sequence[tuple[TaskVector, float]],
+    writer: CheckpointWriter,
+    out_dtype: torch.dtype,
+    method: str,
+    params: MethodParams,
+) -> None:
+    """One whole tensor (top-k, ranks and sign election need all of it) through `method`."""
+    info = base.info(name)
+    users = [(v, s) for v, s in vectors if name in v.entries]
+    raw = base.read(name)
+    if not info.is_float or (not users and DTYPE_NAMES[out_dtype] == info.dtype):
+        writer.write(name, raw.reshape(-1))
+        return
+    if users:
+        hasher = Sha256()
+        hasher.update(raw)
+        _check_base_digest(users, name, info, hasher.hexdigest())
+        w = merged_tensor(raw, [v.dense(name) for v, _ in users], [s for _, s in users],
+                          method, params, name)  # fmt: skip
+    else:
+        w = raw.reshape(-1).float()
+    writer.write(name, w.to(out_dtype))
+
+
+def _check_base_digest(users, name: str, info, digest: str) -> None:
     for vector, _ in users:
         expected = vector.entries[name]["base_sha256"]
         if expected != digest:

@@ -22,6 +22,9 @@ import torch
 
 from deltalab.errors import CheckpointError
 from deltalab.merging.compare import check_vector_pair
+from deltalab.merging.disk import merged_tensor
+from deltalab.merging.methods import MethodParams
+from deltalab.merging.methods import check as check_method
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.hashing import Sha256
@@ -55,7 +58,11 @@ def _term(idx: np.ndarray | None, values: torch.Tensor, blocks, device) -> _Term
 
 
 class LiveMerge:
-    """Apply merge scales to `model` in place; `model` was loaded from `base`."""
+    """Apply merge scales to `model` in place; `model` was loaded from `base`.
+
+    `method` other than task arithmetic (`merging.methods`) keeps each touched tensor's dense
+    task vectors beside the master copy and rebuilds the whole tensor with the function the
+    checkpoint writer uses (`disk.merged_tensor`), so a live trial holds the written bits."""
 
     def __init__(
         self,
@@ -63,6 +70,8 @@ class LiveMerge:
         base: Checkpoint,
         vectors: Sequence[TaskVector],
         block: int | None = None,
+        method: str = "task_arithmetic",
+        method_params: MethodParams | None = None,
     ) -> None:
         if not vectors:
             raise ValueError("LiveMerge needs at least one task vector")
@@ -72,6 +81,9 @@ class LiveMerge:
         state = model.state_dict(keep_vars=True)
         touched = dict.fromkeys(name for v in vectors for name in v.entries)
         self.vectors = list(vectors)
+        self.method, self.method_params = method, method_params or MethodParams()
+        check_method(method, self.method_params)
+        self.dense: dict[str, list[tuple[int, torch.Tensor]]] = {}  # name -> (vector, τ)
         self.slots: dict[str, _Slot] = {}
         for name in touched:
             param = state.get(name)
@@ -99,6 +111,12 @@ class LiveMerge:
             n = info.numel
             step = block or (CPU_BLOCK if device.type == "cpu" else max(n, 1))
             blocks = [(s, min(s + step, n)) for s in range(0, n, step)]
+            if method != "task_arithmetic":
+                self.dense[name] = [
+                    (i, v.dense(name).reshape(-1).to(device))
+                    for i, v in enumerate(vectors)
+                    if name in v.entries
+                ]
             terms: list[_Term | None] = []
             for vector in vectors:
                 if name not in vector.entries:
@@ -114,7 +132,7 @@ class LiveMerge:
     @property
     def nbytes(self) -> int:
         """Memory held for the master copy and the sparse vectors."""
-        total = 0
+        total = sum(t.nbytes for used in self.dense.values() for _, t in used)
         for slot in self.slots.values():
             total += slot.base.nbytes
             for t in slot.terms:
@@ -128,6 +146,13 @@ class LiveMerge:
         if len(scales) != len(self.vectors):
             raise ValueError(f"{len(scales)} scales for {len(self.vectors)} vectors")
         scales = [float(s) for s in scales]
+        if self.method != "task_arithmetic":
+            for name, slot in self.slots.items():
+                used = self.dense[name]
+                w = merged_tensor(slot.base, [t for _, t in used], [scales[i] for i, _ in used],
+                                  self.method, self.method_params, name)  # fmt: skip
+                slot.param.view(-1).copy_(w)
+            return
         for slot in self.slots.values():
             device = slot.base.device
             flat = slot.param.view(-1)
