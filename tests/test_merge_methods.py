@@ -220,3 +220,21 @@ def test_a_bad_method_or_parameter_stops_the_merge_before_writing(workspace, tmp
         merge(base, pairs, tmp_path / "out", progress=False, method="ties",
               method_params=MethodParams(density=1.5))  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+def test_the_merge_command_takes_any_method(workspace, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from deltalab.cli import main
+
+    vectors = ["--vector", str(workspace / "sft.safetensors:1.0"),
+               "--vector", str(workspace / "rlvr.safetensors:0.5")]  # fmt: skip
+    out = tmp_path / "ties"
+    assert main(["merge", "--base", str(workspace / "base"), *vectors, "--out", str(out),
+                 "--method", "ties", "--density", "0.3", "--quiet"]) == 0  # fmt: skip
+    assert "ties: base + sft.safetensors×1" in capsys.readouterr().out
+    assert load_file(next(out.glob("*.safetensors")))
+    bad = main(["merge", "--base", str(workspace / "base"), *vectors, "--out",
+                str(tmp_path / "bad"), "--method", "della", "--density", "0.1"])  # fmt: skip
+    assert bad == 2 and "density ± epsilon" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

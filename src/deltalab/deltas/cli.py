@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from deltalab.errors import ConfigError
+from deltalab.merging.method_names import METHOD_NAMES
 
 # the flags of `deltalab analyze` that carry the include/exclude patterns of `analyze`
 _PATTERN_FLAGS = {"include": "--include", "exclude": "--exclude"}
@@ -154,10 +155,15 @@ def _cmd_task_vector(args: argparse.Namespace) -> int:
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     from deltalab.merging.disk import load_vectors, merge, parse_size
+    from deltalab.merging.methods import MethodParams
     from deltalab.tensors.hub import resolve_checkpoint
 
     vectors = load_vectors(args.vector)
     base = resolve_checkpoint(args.base)
+    params = MethodParams(
+        density=args.density, gamma=args.gamma, epsilon=args.epsilon,
+        normalize=not args.no_normalize, seed=args.seed,
+    )  # fmt: skip
     merge(
         base,
         vectors,
@@ -166,9 +172,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         max_shard_bytes=parse_size(args.max_shard_size),
         chunk_elements=args.chunk_elements or 2**25,
         progress=not args.quiet,
+        method=args.method,
+        method_params=params,
     )
     scales = ", ".join(f"{v.path.name}×{s:g}" for v, s in vectors)
-    print(f"wrote {args.out} (base + {scales})")
+    print(f"wrote {args.out} ({args.method}: base + {scales})")
     return 0
 
 
@@ -267,7 +275,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge",
         parents=[common],
-        help="base + Σ scale·τ written as a Hugging Face checkpoint",
+        help="base + Σ scale·τ (or TIES, DARE, DELLA, breadcrumbs, RAM) as an HF checkpoint",
     )
     p.add_argument("--base", required=True)
     p.add_argument(
@@ -279,4 +287,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory (replaced atomically)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None)
     p.add_argument("--max-shard-size", default="5GB", help="shard size (5GB)")
+    p.add_argument("--method", choices=METHOD_NAMES, default="task_arithmetic")
+    p.add_argument("--density", type=float, default=1.0, help="share of entries each vector keeps")
+    p.add_argument("--gamma", type=float, default=0.01, help="breadcrumbs: outlier share dropped")
+    p.add_argument(
+        "--epsilon", type=float, default=0.15, help="della: keep-probability spread; ram: |τ| floor"
+    )
+    p.add_argument("--no-normalize", action="store_true", help="TIES-style: sum, no disjoint mean")
+    p.add_argument("--seed", type=int, default=0, help="dare, della: the drops' seed")
     p.set_defaults(func=_cmd_merge)

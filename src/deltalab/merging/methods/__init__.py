@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from deltalab.merging.method_names import METHOD_NAMES
 from deltalab.merging.methods import breadcrumbs, dare, della, ram, task_arithmetic, ties
 from deltalab.merging.methods.randomness import uniforms
 
@@ -52,6 +53,9 @@ METHODS: dict[str, Method] = {
         Method("ram", ram.merge, ("epsilon",)),
     )
 }
+
+
+assert set(METHODS) == set(METHOD_NAMES)  # the torch-free list the CLI offers
 
 
 def check(name: str, params: MethodParams) -> None:
