@@ -13,10 +13,16 @@ from deltalab.atomic import atomic_dir
 from deltalab.evaluation.params import EvaluateParams
 from deltalab.evaluation.scoring import evaluate_model, load_gsm8k, write_predictions
 from deltalab.merging.disk import merge
+from deltalab.merging.method_spec import RANDOM
 from deltalab.models import configure_torch
 from deltalab.schema.study import made_by
 from deltalab.search.live_model import open_live_model
-from deltalab.search.merged import apply_dense_merge, chosen_scales, compare_with_references
+from deltalab.search.merged import (
+    apply_merge,
+    chosen_scales,
+    compare_with_references,
+    dense_vectors,
+)
 from deltalab.search.params import VECTORS
 
 
@@ -36,6 +42,8 @@ def main(params, cond: str, seed: int) -> None:
         list(zip(lm.vectors, scales, strict=True)),
         paths.checkpoint(cond, seed, merged),
         dtype=cfg.dtype,
+        method=cfg.method,
+        method_params=cfg.method_params(),
     )
 
     eval_cfg = EvaluateParams(  # GSM8K only, as evaluate answers it (probes: evaluate_track)
@@ -43,12 +51,27 @@ def main(params, cond: str, seed: int) -> None:
         batch_size=params.evaluate.batch_size,
         probes=False,
     )
+
+    def answers() -> list[dict]:
+        return evaluate_model(lm.engine, rows, None, eval_cfg).predictions
+
     predictions = {}
-    for name, s in {merged: scales, "sparse_1_1": [1.0, 1.0]}.items():
-        lm.apply(s)
-        predictions[name] = evaluate_model(lm.engine, rows, None, eval_cfg).predictions
-    apply_dense_merge(lm.engine, lm.base, sources, [1.0, 1.0], paths.vectors(cond, seed).parent)
-    predictions["dense_1_1"] = evaluate_model(lm.engine, rows, None, eval_cfg).predictions
+    if cfg.method == "task_arithmetic":
+        lm.apply(scales)  # the sparse vectors, streamed: the search's own merge
+    else:
+        apply_merge(lm.engine, lm.base, lm.vectors, scales, cfg.method, cfg.method_params())
+    predictions[merged] = answers()
+    lm.apply([1.0, 1.0])
+    predictions["sparse_1_1"] = answers()
+    sparsity = params.task_vectors.top_ratio
+    with dense_vectors(lm.base, sources, paths.vectors(cond, seed).parent) as dense:
+        apply_merge(lm.engine, lm.base, dense, [1.0, 1.0])
+        predictions["dense_1_1"] = answers()
+        for method in cfg.references:  # the field's methods at the search's sparsity
+            vectors = dense if method in RANDOM else lm.vectors
+            apply_merge(lm.engine, lm.base, vectors, [1.0, 1.0], method,
+                        cfg.reference_params(method, sparsity))  # fmt: skip
+            predictions[f"{method}_1_1"] = answers()
 
     references = {named[v]: paths.predictions(cond, seed, named[v]) for v in VECTORS}
     result = compare_with_references(predictions, references, cfg)

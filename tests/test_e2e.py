@@ -276,7 +276,10 @@ def test_dots_track_outputs(reproduced):
     assert 0.5 <= search["chosen"]["scale_sft"] <= 2.0
     assert (repo / "reports/search/baseline-0/search.png").stat().st_size > 1000
     merge = json.loads((repo / "metrics/merge/baseline-0.json").read_text())
-    assert set(merge["accuracy"]) == {"merged", "sparse_1_1", "dense_1_1", "sft_gsm8k", "rlvr"}
+    references = {"ties_1_1", "dare_ties_1_1", "ram_1_1"}  # merge.references of the micro profile
+    assert set(merge["accuracy"]) == {"merged", "sparse_1_1", "dense_1_1", "sft_gsm8k", "rlvr",
+                                      *references}  # fmt: skip
+    assert set(merge["vs_best_single"]) >= references
     assert merge["scales"]["scale_sft"] == search["chosen"]["scale_sft"]
     for test in merge["vs_best_single"].values():
         assert test["questions_ci_low"] <= test["difference"] <= test["questions_ci_high"]

@@ -236,7 +236,8 @@ def _check_dots(repo: Path) -> None:
     trials = (repo / "reports/search/dots-0/trials.csv").read_text().splitlines()
     assert len(trials) == 1 + 4
     merge = _json(repo, "metrics/merge/dots-0.json")
-    assert set(merge["accuracy"]) == {"dense_1_1", "merged", "rlvr", "sft", "sparse_1_1"}
+    assert set(merge["accuracy"]) == {"dense_1_1", "merged", "rlvr", "sft", "sparse_1_1",
+                                      "ties_1_1", "dare_ties_1_1", "ram_1_1"}  # fmt: skip
     assert merge["n_questions"] == 6
     merged_config = _json(repo, "models/dots/seed0/merged/config.json")
     assert merged_config["rope_theta"] == 10000.0  # the merge keeps the base's config...

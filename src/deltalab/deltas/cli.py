@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from deltalab.errors import ConfigError
-from deltalab.merging.method_names import METHOD_NAMES
+from deltalab.merging.method_spec import METHOD_NAMES
 
 # the flags of `deltalab analyze` that carry the include/exclude patterns of `analyze`
 _PATTERN_FLAGS = {"include": "--include", "exclude": "--exclude"}

@@ -20,8 +20,9 @@ import torch
 from deltalab import __version__
 from deltalab.atomic import atomic_dir
 from deltalab.errors import CheckpointError, ConfigError
-from deltalab.merging.methods import MethodParams, merge_delta
-from deltalab.merging.methods import check as check_method
+from deltalab.merging.method_spec import MethodParams
+from deltalab.merging.method_spec import check as check_method
+from deltalab.merging.methods import merge_delta
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.blocks import BLOCK, matrix_shape, row_chunks

@@ -23,8 +23,8 @@ import torch
 from deltalab.errors import CheckpointError
 from deltalab.merging.compare import check_vector_pair
 from deltalab.merging.disk import merged_tensor
-from deltalab.merging.methods import MethodParams
-from deltalab.merging.methods import check as check_method
+from deltalab.merging.method_spec import MethodParams
+from deltalab.merging.method_spec import check as check_method
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.hashing import Sha256

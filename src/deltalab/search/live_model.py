@@ -19,6 +19,7 @@ import torch
 from deltalab.errors import CheckpointError
 from deltalab.evaluation.engine import Engine, HFEngine
 from deltalab.merging.live import LiveMerge
+from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.vectors import TaskVector
 from deltalab.schema.runtime import RuntimeParams
 from deltalab.tensors.reader import Checkpoint
@@ -92,16 +93,20 @@ def live_merge(
     vectors: Sequence[TaskVector],
     dtype: str = "bfloat16",
     device: str | None = None,
+    method: str = "task_arithmetic",
+    method_params: MethodParams | None = None,
 ) -> tuple[LiveMerge, dict[str, torch.Tensor] | None]:
     """A LiveMerge that writes into the HF engine's parameters, or (any other engine) into
     `dtype` buffers on `device` (default: the GPU), returned beside it for
     `Engine.load_weights` after each apply."""
     if isinstance(engine, HFEngine):
-        return LiveMerge(engine.model, base, vectors), None
+        return LiveMerge(engine.model, base, vectors, method=method,
+                         method_params=method_params), None  # fmt: skip
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     touched = dict.fromkeys(name for v in vectors for name in v.entries)
     targets = {
         name: torch.empty(base.info(name).shape, dtype=getattr(torch, dtype), device=device)
         for name in touched
     }
-    return LiveMerge(_Buffers(targets), base, vectors), targets
+    live = LiveMerge(_Buffers(targets), base, vectors, method=method, method_params=method_params)
+    return live, targets

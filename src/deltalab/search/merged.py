@@ -3,16 +3,18 @@ references (accuracies and paired tests on the same questions)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deltalab.errors import DataError
 from deltalab.evaluation.compare import load_predictions
 from deltalab.evaluation.stats import compare_paired
+from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.vectors import TaskVector, build_task_vectors
 from deltalab.search.live_model import live_merge
 from deltalab.search.params import MergeParams
@@ -92,20 +94,29 @@ def chosen_scales(cfg: MergeParams, search_metrics: Path, stage: str) -> tuple[l
     return [chosen["scale_sft"], chosen["scale_rlvr"]], origin
 
 
-def apply_dense_merge(
+def apply_merge(
     engine: Engine,
     base: Checkpoint,
-    finetuned: Sequence[Path],
+    vectors: Sequence[TaskVector],
     scales: Sequence[float],
-    scratch: Path,
+    method: str = "task_arithmetic",
+    params: MethodParams | None = None,
 ) -> None:
-    """Set the engine's weights to base + Σ scaleᵢ · τᵢ with dense vectors (ratio 1.0) of the
-    `finetuned` checkpoints, built in a temporary directory under `scratch` and removed after."""
+    """Set the engine's weights to base merged with `vectors` by `method` at `scales`."""
+    live, buffers = live_merge(engine, base, vectors, method=method, method_params=params)
+    live.apply(list(scales))
+    if buffers is not None:
+        engine.load_weights(buffers.items())
+
+
+@contextlib.contextmanager
+def dense_vectors(
+    base: Checkpoint, finetuned: Sequence[Path], scratch: Path
+) -> Iterator[list[TaskVector]]:
+    """Dense task vectors (ratio 1.0) of the `finetuned` checkpoints, in a temporary directory
+    under `scratch` removed afterwards."""
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        dense = [Path(tmp) / f"{i}.safetensors" for i in range(len(finetuned))]
-        targets = [(Checkpoint(f), p) for f, p in zip(finetuned, dense, strict=True)]
+        paths = [Path(tmp) / f"{i}.safetensors" for i in range(len(finetuned))]
+        targets = [(Checkpoint(f), p) for f, p in zip(finetuned, paths, strict=True)]
         build_task_vectors(base, targets, 1.0, progress=False)
-        live, buffers = live_merge(engine, base, [TaskVector(p) for p in dense])
-        live.apply(list(scales))
-        if buffers is not None:
-            engine.load_weights(buffers.items())
+        yield [TaskVector(p) for p in paths]

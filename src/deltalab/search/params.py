@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from deltalab.merging.method_spec import METHOD_NAMES, NORMALIZE_DEFAULT, RANDOM, MethodParams
+from deltalab.merging.method_spec import check as check_method
 from deltalab.schema.base import Section
 from deltalab.schema.sampling import SamplingParams
 from deltalab.schema.stats import BootstrapParams
@@ -122,6 +124,18 @@ class MergeParams(BootstrapParams):
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
         None, description="output dtype of float tensors (null: the base's)"
     )
+    method: str = Field(
+        "task_arithmetic", description="how the merged checkpoint combines the vectors"
+    )
+    density: float = Field(1.0, description="share each vector keeps (ties, dare, della, ...)")
+    gamma: float = Field(0.01, description="breadcrumbs: share of outliers dropped")
+    epsilon: float = Field(0.15, description="della: keep-probability spread; ram: |τ| floor")
+    normalize: bool = Field(True, description="TIES-style: divide by the agreeing scales")
+    method_seed: int = Field(0, ge=0, description="dare, della: the seed of their drops")
+    references: list[str] = Field(
+        default_factory=list,
+        description="methods also evaluated at scales (1, 1) at the vectors' sparsity",
+    )
 
     @model_validator(mode="after")
     def _finite(self) -> MergeParams:
@@ -129,7 +143,35 @@ class MergeParams(BootstrapParams):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value}")
+        try:
+            check_method(self.method, self.method_params())
+        except ValueError as exc:
+            raise ValueError(f"method: {exc}") from None
+        for i, name in enumerate(self.references):
+            if name not in METHOD_NAMES:
+                raise ValueError(
+                    f"references.{i}: unknown merge method {name!r} "
+                    f"(one of {', '.join(METHOD_NAMES)})"
+                )
         return self
+
+    def method_params(self) -> MethodParams:
+        """The parameters of `method` (for the written merged checkpoint)."""
+        return MethodParams(
+            density=self.density, gamma=self.gamma, epsilon=self.epsilon,
+            normalize=self.normalize, seed=self.method_seed,
+        )  # fmt: skip
+
+    def reference_params(self, name: str, sparsity: float) -> MethodParams:
+        """A reference method at the task vectors' sparsity: a seeded-drop method drops to
+        `sparsity` of the dense vectors; the others run on the sparse vectors as stored (their
+        exact top-k is TIES's trim), keeping every entry; TIES-style normalization as mergekit."""
+        return MethodParams(
+            density=sparsity if name in RANDOM else 1.0,
+            epsilon=min(self.epsilon, sparsity / 2, (1 - sparsity) / 2) if "della" in name
+            else 1e-5 if name == "ram" else self.epsilon,
+            normalize=NORMALIZE_DEFAULT.get(name, True), gamma=0.0, seed=self.method_seed,
+        )  # fmt: skip
 
     def overrides(self) -> dict[str, float]:
         """The scales set here (each replaces the search's choice for its vector)."""
