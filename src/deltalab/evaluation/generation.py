@@ -254,6 +254,27 @@ def _rows_can_leave(cache) -> bool:
     )
 
 
+def _full_attention_sdpa(model, cache) -> bool:
+    """Whether a decoding step's 4-D mask can be handed over ready-made: SDPA attention and every
+    layer full attention (sliding-window layers need transformers' own per-layer masks)."""
+    layers = getattr(cache, "layers", None)
+    return (
+        getattr(model.config, "_attn_implementation", None) == "sdpa"
+        and bool(layers)
+        and all(type(layer) is PreallocatedLayer for layer in layers)
+    )
+
+
+def _step_mask(attention_mask: torch.Tensor, ready_made: bool) -> torch.Tensor:
+    """A decoding step's mask: where the batch is padded, the [rows, 1, 1, keys] boolean mask
+    transformers would build from the 2-D one (the same values, the same layout, so the same
+    attention), built with one view instead of its per-step index machinery; otherwise the 2-D
+    mask (an unpadded batch needs no mask at all, which transformers decides)."""
+    if ready_made and not bool(attention_mask.all()):
+        return attention_mask[:, None, None, :].bool()
+    return attention_mask
+
+
 def _forward_accepts(model, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
@@ -309,6 +330,7 @@ def _decode_batch(
     out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **extra)
     cache, next_position = getattr(out, cache_arg), positions[:, -1:] + 1
     can_drop = _rows_can_leave(cache)
+    ready_made = _full_attention_sdpa(model, cache)
     logits = out.logits[:, -1, :]
     if repeat > 1:
         if not can_drop:  # only plain attention caches copy rows consistently
@@ -339,7 +361,7 @@ def _decode_batch(
         step_extra = {"position_ids": next_position} if with_positions else {}
         out = model(
             input_ids=tokens[:, None],
-            attention_mask=attention_mask,
+            attention_mask=_step_mask(attention_mask, ready_made),
             use_cache=True,
             **{cache_arg: cache},
             **step_extra,
