@@ -311,7 +311,8 @@ def dots_stages(params: Params) -> dict[str, dict]:
              *(f"reports/predictions/{MEMBER}/{s}.jsonl" for s in sources),
              "data/prepared/gsm8k/test.jsonl"],
             ["merge", "evaluate.gsm8k_limit", "evaluate.max_new_tokens", "evaluate.batch_size",
-             "runtime", "study.task_vectors", f"study.checkpoints.{merged}"],
+             "runtime", "study.task_vectors", f"study.checkpoints.{merged}",
+             "task_vectors.top_ratio"],
             [model(merged), f"reports/merge/{LABEL}"],
             metrics=[{f"metrics/merge/{LABEL}.json": NO_CACHE}],
         )  # fmt: skip

@@ -138,10 +138,13 @@ def _conditions_section(page: Page, params: Any) -> None:
 
 
 def _post_training_section(page: Page, params: Any) -> None:
+    if not params.study.compare_conditions:  # no compare stage in this study
+        return
     compare = load(page.root, "metrics/compare.json")
     post = (compare or {}).get("post_training")
     if not post:
         return
+    declared = params.study.checkpoints
     page.add(
         "## Post-training against parents and rivals",
         "",
@@ -154,6 +157,8 @@ def _post_training_section(page: Page, params: Any) -> None:
     for cond, comparisons in post.items():
         for name, block in comparisons.items():
             treatment, reference = name.split("_vs_")
+            if treatment not in declared or reference not in declared:
+                continue  # from another study's run
             e, n_seeds = block["gsm8k"], block.get("n_seeds", 1)
             rows.append([
                 cond, f"{treatment} vs {reference}", cell(e.get(f"{treatment}_accuracy")),
@@ -163,7 +168,7 @@ def _post_training_section(page: Page, params: Any) -> None:
                 verdict(e, n_seeds),
                 f"`metrics/compare.json` › `post_training.{cond}.{name}.gsm8k`",
             ])  # fmt: skip
-            if params.study.checkpoints[treatment].parent == reference:  # vs its own parent
+            if declared[treatment].parent == reference:  # vs its own parent
                 page.headline[f"post/{cond}/{name}/difference"] = e["difference"]
     page.table(header, rows)
 
