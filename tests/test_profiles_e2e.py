@@ -240,7 +240,8 @@ def _check_dots(repo: Path) -> None:
                                       "ties_1_1", "dare_ties_1_1", "ram_1_1"}  # fmt: skip
     assert merge["n_questions"] == 6
     merged_config = _json(repo, "models/dots/seed0/merged/config.json")
-    assert merged_config["rope_theta"] == 10000.0  # the merge keeps the base's config...
+    rope = merged_config.get("rope_theta") or merged_config["rope_parameters"]["rope_theta"]
+    assert rope == 10000.0  # the merge keeps the base's config...
     assert merged_config["max_position_embeddings"] == 4096
     assert merged_config["vocab_size"] == 152064  # ...and Qwen's 152064 config rows
 
