@@ -287,12 +287,16 @@ def evaluate_behavior(
     params: BehaviorParams,
     *,
     progress: bool = False,
+    fit_context: bool = False,
 ) -> list[dict[str, Any]]:
     """Greedy answers, their teacher-forced confidence and `params.samples` sampled answers to
     every row (prepared GSM8K rows), as question records."""
     from deltalab.evaluation.prompts import format_prompt
 
     prompts = [format_prompt(engine.tokenizer, r["question"]) for r in rows]
+    if fit_context:  # a CLI default past this model's context: capped, with a warning
+        budget = engine.fit_new_tokens(prompts, params.max_new_tokens)
+        params = params.model_copy(update={"max_new_tokens": budget})
     greedy = engine.greedy(
         prompts,
         max_new_tokens=params.max_new_tokens,
@@ -352,6 +356,7 @@ def run_behavior(
     trust_remote_code: bool = False,
     progress: bool = False,
     engine: EngineName = "hf",
+    fit_context: bool = False,
 ) -> BehaviorResult:
     """Load each checkpoint of `params.models` in turn (one in memory at a time), answer `rows`,
     and compute the metrics. Writes nothing; errors name the checkpoint."""
@@ -365,7 +370,9 @@ def run_behavior(
             path, engine, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )
         try:
-            records[name] = evaluate_behavior(name, generator, rows, params, progress=progress)
+            records[name] = evaluate_behavior(
+                name, generator, rows, params, progress=progress, fit_context=fit_context
+            )
         except DeltalabError as exc:
             raise type(exc)(f"{path}: {exc}") from exc
         del generator

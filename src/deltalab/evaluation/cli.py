@@ -128,7 +128,7 @@ def _cmd_behavior(args: argparse.Namespace) -> int:
     )  # fmt: skip
     result = run_behavior(
         dict(zip(labels, args.checkpoints, strict=True)), rows, params, device=args.device,
-        dtype=args.dtype, progress=True, engine=args.engine,
+        dtype=args.dtype, progress=True, engine=args.engine, fit_context=True,
     )  # fmt: skip
     out = Path(args.out)
     write_behavior(
