@@ -1,12 +1,16 @@
 """merge@<cond>-<seed>: the merged checkpoint, evaluated beside its references.
 
 Scales: the search's chosen point; `merge.scale_sft` / `merge.scale_rlvr` replace it when set.
+Method: `merge.method`, with the parameters the search searched (`search.method_ranges`) at their
+chosen values.
 Writes base + scale_sft·τ_sft + scale_rlvr·τ_rlvr → models/<cond>/seed<seed>/merged/ (a normal HF
 checkpoint), then answers the GSM8K test questions with the merged model, the sparse merge at
 (1, 1) and the dense merge at (1, 1) (in memory) and compares each, paired, with the better of
 sft_gsm8k and rlvr on the same questions → metrics/merge/<cond>-<seed>.json,
 reports/merge/<cond>-<seed>/ (predictions).
 """
+
+from dataclasses import asdict
 
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
@@ -19,6 +23,7 @@ from deltalab.schema.study import made_by
 from deltalab.search.live_model import open_live_model
 from deltalab.search.merged import (
     apply_merge,
+    chosen_method,
     chosen_scales,
     compare_with_references,
     dense_vectors,
@@ -31,6 +36,7 @@ def main(params, cond: str, seed: int) -> None:
     cfg, member = params.merge, paths.member(cond, seed)
     search = paths.dots_metrics("search", cond, seed)
     scales, source = chosen_scales(cfg, search, f"search@{member}")
+    method_params, searched = chosen_method(cfg, search)
     rows = load_gsm8k(paths.dataset("gsm8k", "test"), limit=params.evaluate.gsm8k_limit)
     triple, (merged,) = params.study.task_vectors, made_by(params.study.checkpoints, "merge")
     named = {v: getattr(triple, v) for v in VECTORS}
@@ -43,7 +49,7 @@ def main(params, cond: str, seed: int) -> None:
         paths.checkpoint(cond, seed, merged),
         dtype=cfg.dtype,
         method=cfg.method,
-        method_params=cfg.method_params(),
+        method_params=method_params,
     )
 
     eval_cfg = EvaluateParams(  # GSM8K only, as evaluate answers it (probes: evaluate_track)
@@ -59,7 +65,7 @@ def main(params, cond: str, seed: int) -> None:
     if cfg.method == "task_arithmetic":
         lm.apply(scales)  # the sparse vectors, streamed: the search's own merge
     else:
-        apply_merge(lm.engine, lm.base, lm.vectors, scales, cfg.method, cfg.method_params())
+        apply_merge(lm.engine, lm.base, lm.vectors, scales, cfg.method, method_params)
     predictions[merged] = answers()
     lm.apply([1.0, 1.0])
     predictions["sparse_1_1"] = answers()
@@ -76,6 +82,8 @@ def main(params, cond: str, seed: int) -> None:
     references = {named[v]: paths.predictions(cond, seed, named[v]) for v in VECTORS}
     result = compare_with_references(predictions, references, cfg)
     result["scales"] = {"scale_sft": scales[0], "scale_rlvr": scales[1], "source": source}
+    if cfg.method != "task_arithmetic":
+        result["method"] = {"name": cfg.method, **asdict(method_params), "searched": searched}
     with atomic_dir(paths.member_report("merge", cond, seed)) as tmp:
         for name, records in predictions.items():
             write_predictions(tmp / f"{name}.jsonl", records)

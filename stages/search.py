@@ -1,7 +1,8 @@
 """search@<cond>-<seed>: multi-objective search over (scale_sft, scale_rlvr), in process.
 
 Every trial sets the live model to base + scale_sft·τ_sft + scale_rlvr·τ_rlvr (no checkpoint
-written) and scores answer consistency (maximize) and prompt perplexity (minimize) on the
+written; merged by `merge.method`, with the parameters in `search.method_ranges` searched beside
+the scales) and scores answer consistency (maximize) and prompt perplexity (minimize) on the
 difficulty-balanced queries. Optuna NSGA-II, seeded; the study lives in `search.storage` (default
 a journal file under .deltalab/studies/) so a killed search resumes its finished trials and
 `deltalab search --study <name>` workers can join. Outputs: reports/search/<cond>-<seed>/
@@ -11,14 +12,14 @@ metrics/search/<cond>-<seed>.json (the chosen point by `search.select`).
 
 from deltalab import paths, stage
 from deltalab.atomic import atomic_dir
+from deltalab.merging.method_spec import MethodParams
 from deltalab.models import configure_torch
 from deltalab.search.live_model import open_live_model
 from deltalab.search.objectives import SearchObjective
-from deltalab.search.params import VECTORS
+from deltalab.search.params import VECTORS, trial_method
 from deltalab.search.plots import plot_search
 from deltalab.search.queries import load_queries
 from deltalab.search.study import (
-    PARAMS,
     default_storage_path,
     open_search_study,
     open_storage,
@@ -40,17 +41,23 @@ def main(params, cond: str, seed: int) -> None:
     base_dir = stage.checkpoint(cond, seed, params.study.task_vectors.base)
     vector_files = paths.vector_files(cond, seed, VECTORS)
     storage = open_storage(cfg.storage, default_storage_path(member), cfg.heartbeat)  # early
-    lm = open_live_model(base_dir, vector_files, runtime=params.runtime)
+    # the trials merge as the merged checkpoint will (merge.method and its parameters)
+    fixed = MethodParams(
+        density=params.merge.density, gamma=params.merge.gamma, epsilon=params.merge.epsilon,
+        normalize=params.merge.normalize, seed=params.merge.method_seed,
+    )  # fmt: skip
+    method = trial_method(cfg, params.merge.method, fixed)  # None: task arithmetic, scales only
+    lm = open_live_model(base_dir, vector_files, runtime=params.runtime,
+                         method=params.merge.method, method_params=fixed)  # fmt: skip
     metas = list(zip(vector_files, [v.meta for v in lm.vectors], strict=True))
-    study = open_search_study(
-        storage, study_inputs(member, base_dir, metas, queries_file, cfg), cfg
-    )
+    inputs = study_inputs(member, base_dir, metas, queries_file, cfg, method)
+    study = open_search_study(storage, inputs, cfg)
     objective = SearchObjective(lm.engine, lm.apply, questions, cfg)
-    optimize(study, objective, {p: getattr(cfg, p) for p in PARAMS}, cfg.n_trials)
+    optimize(study, objective, inputs.ranges, cfg.n_trials)
 
     rows = trials_table(study)
     chosen = select(rows, cfg.select)
-    unit = objective([1.0, 1.0])  # the sparse (1, 1) merge, for reference
+    unit = objective([1.0, 1.0])  # the sparse (1, 1) merge (the method as set), for reference
     sparse_1_1 = {"consistency": unit.consistency, "perplexity": unit.perplexity}
     with atomic_dir(paths.member_report("search", cond, seed)) as tmp:
         write_trials(rows, tmp, paths.member_plots("search", cond, seed))

@@ -47,13 +47,17 @@ def build_search_workspace(root: Path) -> Path:
     return root
 
 
-def worker_inputs(root: Path, cfg: SearchParams, member: str = "baseline-0") -> StudyInputs:
-    """The study inputs of the workspace's search, with paths relative to `root`."""
+def worker_inputs(
+    root: Path, cfg: SearchParams, member: str = "baseline-0", method: dict | None = None
+) -> StudyInputs:
+    """The study inputs of the workspace's search, with paths relative to `root` (`method`:
+    `search.params.trial_method`)."""
     meta = [TaskVector(root / f"{v}.safetensors").meta for v in ("sft", "rlvr")]
     vectors = [Path("sft.safetensors"), Path("rlvr.safetensors")]
     return study_inputs(
-        member, Path("base"), list(zip(vectors, meta, strict=True)), Path("queries.parquet"), cfg
-    )
+        member, Path("base"), list(zip(vectors, meta, strict=True)), Path("queries.parquet"), cfg,
+        method,
+    )  # fmt: skip
 
 
 def search_cmd(study: str, storage: str, params: Path | None = None) -> list[str]:

@@ -332,6 +332,10 @@ def test_dots_sweeps_rerun_only_their_stages(reproduced):
     assert (changed, would_run) == ({DOTS[0], DOTS[4]}, {*DOTS, "compare", "report"})
     changed, would_run = _would_run(repo, {"search": {"select": "max_consistency"}})
     assert (changed, would_run) == ({DOTS[3]}, {*DOTS[3:], "compare", "report"})
+    # the trials merge with merge.method: searching its density re-runs the search too
+    ties = {"merge": {"method": "ties"}, "search": {"method_ranges": {"density": [0.3, 1.0]}}}
+    changed, would_run = _would_run(repo, ties)
+    assert (changed, would_run) == ({DOTS[3], DOTS[4]}, {*DOTS[3:], "compare", "report"})
     # one real experiment: its outputs, and everything else left as it was
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "micro results", check=False)

@@ -319,3 +319,107 @@ def test_an_rdb_url_holds_a_study_with_heartbeats(tmp_path):
     optimize(study, _FakeObjective(), ranges, target=3, progress=False)
     again = create_or_load(open_storage(url, tmp_path / "unused.journal"), inputs, seed=0)
     assert len(trials_table(again)) == 3 and not (tmp_path / "unused.journal").exists()
+
+
+# --------------------------------------------------------------------------- a method's parameter
+
+
+def test_the_search_can_search_a_method_parameter_beside_the_scales(workspace, monkeypatch):
+    """TIES density searched with the scales: trials carry it inside its range, a new study
+    identity, a worker process joins with the same method, and the chosen trial's live weights
+    are the written merge of that density bit for bit."""
+    from dataclasses import asdict
+
+    import torch
+    from safetensors.torch import load_file
+
+    from deltalab.merging.disk import merge
+    from deltalab.merging.method_spec import MethodParams
+    from deltalab.search.params import MergeParams, trial_method
+
+    monkeypatch.chdir(workspace)
+    cfg = _search_cfg(n_trials=6, method_ranges={"density": [0.3, 0.9]})
+    merge_cfg = MergeParams(method="ties", density=1.0)
+    method = trial_method(cfg, "ties", merge_cfg.method_params())
+    assert method == {"name": "ties", "params": asdict(MethodParams(density=1.0)),
+                      "ranges": {"density": [0.3, 0.9]}}  # fmt: skip
+    assert trial_method(_search_cfg(), "task_arithmetic", MethodParams()) is None  # as before
+    inputs = worker_inputs(workspace, cfg, method=method)
+    assert inputs.name != worker_inputs(workspace, _search_cfg(n_trials=6)).name
+    assert list(inputs.ranges) == ["scale_sft", "scale_rlvr", "density"]
+
+    lm = open_live_model("base", ["sft.safetensors", "rlvr.safetensors"], method="ties",
+                         method_params=merge_cfg.method_params())  # fmt: skip
+    objective = SearchObjective(lm.engine, lm.apply, questions(4), cfg)
+    journal = workspace / "ties.journal"
+    study = create_or_load(open_storage(str(journal), journal), inputs, seed=0)
+    optimize(study, objective, inputs.ranges, target=4, progress=False)
+    rows = trials_table(study)
+    assert len(rows) == 4 and all(0.3 <= r["density"] <= 0.9 for r in rows)
+    assert len({r["density"] for r in rows}) == 4
+    assert len({(r["consistency"], r["perplexity"]) for r in rows}) > 1
+
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
+    worker = subprocess.run([*search_cmd(study.study_name, str(journal)), "--seed", "5"],
+                            cwd=workspace, env=env, capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    rows = trials_table(study)
+    assert len(rows) == 6 and all(0.3 <= r["density"] <= 0.9 for r in rows)
+
+    chosen = select(rows, "knee")
+    scales = [chosen["scale_sft"], chosen["scale_rlvr"]]
+    lm.apply(scales, {"density": chosen["density"]})
+    out = workspace / "merged-searched"
+    merge(lm.base, list(zip(lm.vectors, scales, strict=True)), out, progress=False,
+          method="ties", method_params=MethodParams(density=chosen["density"]))  # fmt: skip
+    written = load_file(next(out.glob("*.safetensors")))
+    state = lm.model.state_dict()
+    assert all(torch.equal(state[n], written[n]) for n in lm.live.slots)
+    lm.apply(scales, {"density": 0.3})
+    assert not all(torch.equal(lm.model.state_dict()[n], written[n]) for n in lm.live.slots)
+
+
+def test_the_merge_takes_the_searched_values_and_refuses_a_stale_search(tmp_path):
+    import json
+
+    from deltalab.search.merged import chosen_method
+    from deltalab.search.params import MergeParams
+
+    path = tmp_path / "search.json"
+    method = {"name": "ties", "params": {}, "ranges": {"density": [0.3, 0.9]}}
+    path.write_text(json.dumps({"chosen": {"trial": 3, "scale_sft": 1.0, "scale_rlvr": 1.0,
+                                           "density": 0.42}, "method": method}))  # fmt: skip
+    params, searched = chosen_method(MergeParams(method="ties", gamma=0.0), path)
+    assert searched == {"density": 0.42} and params.density == 0.42 and params.gamma == 0.0
+    both = MergeParams(method="ties", density=0.7, scale_sft=1.0, scale_rlvr=1.0)
+    assert chosen_method(both, path) == (both.method_params(), {})  # search not read
+    with pytest.raises(DataError, match="the search merged with ties, merge.method is dare_ties"):
+        chosen_method(MergeParams(method="dare_ties", density=0.5), path)
+    path.write_text(json.dumps({"chosen": {"trial": 0, "scale_sft": 1.0, "scale_rlvr": 1.0}}))
+    assert chosen_method(MergeParams(), path)[1] == {}  # a task-arithmetic search
+
+
+@pytest.mark.parametrize(
+    ("merge", "ranges", "message"),
+    [
+        ({"method": "task_arithmetic"}, {"density": [0.3, 0.9]},
+         "search.method_ranges.density: merge.method task_arithmetic does not read density"),
+        ({"method": "ties"}, {"gamma": [0.0, 0.1]},
+         "search.method_ranges.gamma: merge.method ties does not read gamma"),
+        ({"method": "ties"}, {"density": [0.0, 0.9]},
+         r"search.method_ranges.density=\[0.0, 0.9\]: ties: density must be in"),
+        ({"method": "ties"}, {"density": [0.9, 0.3]}, "method_ranges"),
+        ({"method": "ties"}, {"normalize": [0.0, 1.0]}, "method_ranges"),
+    ],
+)  # fmt: skip
+def test_a_method_range_that_cannot_work_is_refused_by_key(tmp_path, merge, ranges, message):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["merge"] |= merge
+    raw["search"]["method_ranges"] = ranges
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)

@@ -51,6 +51,9 @@ MATRIX = {
     "delta_track": {"cond": "${delta_track.conditions}", "seed": "${delta_track.seeds}"},
 }
 NO_CACHE = {"cache": False}
+# what every search trial merges with (search.method_ranges searches some of these)
+TRIAL_METHOD = [f"merge.{k}" for k in ("method", "density", "gamma", "epsilon", "normalize",
+                                         "method_seed")]  # fmt: skip
 
 # Per recipe: its data deps, the params sections it reads, and what its loss plot is called.
 RECIPE_DATA = {
@@ -279,7 +282,7 @@ def dots_stages(params: Params) -> dict[str, dict]:
         "search": member_stage(
             "search",
             [model(base), vectors, f"{search_data}/queries.parquet"],
-            ["search", "runtime", "study.task_vectors"],
+            ["search", "runtime", "study.task_vectors", *TRIAL_METHOD],
             [f"reports/search/{LABEL}"],
             metrics=[{f"metrics/search/{LABEL}.json": NO_CACHE}],
             plots=[

@@ -33,6 +33,7 @@ from deltalab.search.params import (
     SampleQueriesParams,
     SearchParams,
     TaskVectorsParams,
+    check_method_ranges,
 )
 from deltalab.train.params import (
     DPOParams,
@@ -117,6 +118,7 @@ class Params(_CoreParams):
                     f"merge.{name}={value} is outside the searched range "
                     f"search.{name}=[{low}, {high}]"
                 )
+        check_method_ranges(self.search, self.merge)
         for name in self.study.made_by("masked_dpo"):
             mask = self.study.checkpoints[name].mask
             if mask not in self.masks.methods:

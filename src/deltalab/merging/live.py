@@ -14,17 +14,17 @@ traffic per weight per trial instead of ~14 for a whole-tensor fp32 pass.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from deltalab.errors import CheckpointError
 from deltalab.merging.compare import check_vector_pair
-from deltalab.merging.disk import merged_tensor
 from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.method_spec import check as check_method
+from deltalab.merging.methods import combine_delta, prepare_delta
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.hashing import Sha256
@@ -61,8 +61,9 @@ class LiveMerge:
     """Apply merge scales to `model` in place; `model` was loaded from `base`.
 
     `method` other than task arithmetic (`merging.methods`) keeps each touched tensor's dense
-    task vectors beside the master copy and rebuilds the whole tensor with the function the
-    checkpoint writer uses (`disk.merged_tensor`), so a live trial holds the written bits."""
+    task vectors beside the master copy, prepares them (trim, drop) once per parameter set and
+    combines them whole per trial with the steps the checkpoint writer composes
+    (`merge_delta` = combine ∘ prepare), so a live trial holds the written bits."""
 
     def __init__(
         self,
@@ -83,7 +84,11 @@ class LiveMerge:
         self.vectors = list(vectors)
         self.method, self.method_params = method, method_params or MethodParams()
         check_method(method, self.method_params)
-        self.dense: dict[str, list[tuple[int, torch.Tensor]]] = {}  # name -> (vector, τ)
+        # other methods: name -> (the vectors that touch it, their dense τ stacked [m, n]), and
+        # the prepared τ (trimmed, dropped: scale-independent) for the params they were made with
+        self.dense: dict[str, tuple[list[int], torch.Tensor]] = {}
+        self.prepared: dict[str, torch.Tensor] = {}
+        self._prepared_with: MethodParams | None = None
         self.slots: dict[str, _Slot] = {}
         for name in touched:
             param = state.get(name)
@@ -112,11 +117,9 @@ class LiveMerge:
             step = block or (CPU_BLOCK if device.type == "cpu" else max(n, 1))
             blocks = [(s, min(s + step, n)) for s in range(0, n, step)]
             if method != "task_arithmetic":
-                self.dense[name] = [
-                    (i, v.dense(name).reshape(-1).to(device))
-                    for i, v in enumerate(vectors)
-                    if name in v.entries
-                ]
+                used = [i for i, v in enumerate(vectors) if name in v.entries]
+                taus = [vectors[i].dense(name).reshape(-1).float() for i in used]
+                self.dense[name] = (used, torch.stack(taus).to(device))
             terms: list[_Term | None] = []
             for vector in vectors:
                 if name not in vector.entries:
@@ -132,7 +135,8 @@ class LiveMerge:
     @property
     def nbytes(self) -> int:
         """Memory held for the master copy and the sparse vectors."""
-        total = sum(t.nbytes for used in self.dense.values() for _, t in used)
+        total = sum(t.nbytes for _, t in self.dense.values())
+        total += sum(p.nbytes for n, p in self.prepared.items() if p is not self.dense[n][1])
         for slot in self.slots.values():
             total += slot.base.nbytes
             for t in slot.terms:
@@ -141,17 +145,29 @@ class LiveMerge:
         return total
 
     @torch.no_grad()
-    def apply(self, scales: Sequence[float]) -> None:
-        """Set every touched weight to cast(base_fp32 + Σ scaleᵢ · τᵢ)."""
+    def apply(self, scales: Sequence[float], values: Mapping[str, float] | None = None) -> None:
+        """Set every touched weight to cast(base_fp32 + Σ scaleᵢ · τᵢ), merged by the method;
+        `values` replace some of its parameters for this call (a search trial's density)."""
         if len(scales) != len(self.vectors):
             raise ValueError(f"{len(scales)} scales for {len(self.vectors)} vectors")
         scales = [float(s) for s in scales]
+        if values and self.method == "task_arithmetic":
+            raise ValueError(f"task_arithmetic reads no method parameters, got {sorted(values)}")
         if self.method != "task_arithmetic":
+            params = replace(self.method_params, **values) if values else self.method_params
+            check_method(self.method, params)
+            if params != self._prepared_with:  # trims and drops: once per parameter set
+                self.prepared = {
+                    name: prepare_delta(self.method, taus, params, key=name)
+                    for name, (_, taus) in self.dense.items()
+                }
+                self._prepared_with = params
             for name, slot in self.slots.items():
-                used = self.dense[name]
-                w = merged_tensor(slot.base, [t for _, t in used], [scales[i] for i, _ in used],
-                                  self.method, self.method_params, name)  # fmt: skip
-                slot.param.view(-1).copy_(w)
+                used, _ = self.dense[name]
+                delta = combine_delta(self.method, self.prepared[name],
+                                      [scales[i] for i in used], params)  # fmt: skip
+                # base + delta in fp32 and one cast, as `disk.merged_tensor` writes it
+                slot.param.view(-1).copy_(slot.base.float() + delta)
             return
         for slot in self.slots.values():
             device = slot.base.device

@@ -27,13 +27,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from deltalab.config import load_params
+    from deltalab.merging.method_spec import MethodParams
     from deltalab.merging.vectors import TaskVector
     from deltalab.models import configure_torch
     from deltalab.search.live_model import open_live_model
     from deltalab.search.objectives import SearchObjective
     from deltalab.search.params import SearchParams
     from deltalab.search.study import (
-        PARAMS,
         complete_trials,
         default_storage_path,
         file_sha256,
@@ -58,10 +58,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"{inputs.queries}: missing or not the queries of study {args.study}")
     configure_torch(params.runtime)
     cfg = SearchParams(**(params.search.model_dump() | inputs.search))
+    method = inputs.method or {"name": "task_arithmetic", "params": {}}
     lm = open_live_model(
         inputs.base,
         inputs.vectors,
         runtime=params.runtime,
+        method=method["name"],
+        method_params=MethodParams(**method["params"]),
     )
     questions = list(pd.read_parquet(inputs.queries)["question"])
     objective = SearchObjective(lm.engine, lm.apply, questions, cfg)
@@ -70,7 +73,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     ran = optimize(
         study,
         objective,
-        {p: inputs.search[p] for p in PARAMS},
+        inputs.ranges,
         target=inputs.n_trials,
         max_trials=args.trials,
         worker=worker,

@@ -10,7 +10,7 @@ Either way every trial starts from the same master copy of the base, so trials n
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +33,10 @@ class LiveModel:
     live: LiveMerge
     targets: dict[str, torch.Tensor] | None = None  # vLLM: the merged weights it loads
 
-    def apply(self, scales: Sequence[float]) -> None:
-        """Set the engine's weights to base + Σ scaleᵢ · τᵢ (the written merge's bits)."""
-        self.live.apply(scales)
+    def apply(self, scales: Sequence[float], values: Mapping[str, float] | None = None) -> None:
+        """Set the engine's weights to the merge at `scales` (the written merge's bits); `values`
+        replace some of the method's parameters for this merge."""
+        self.live.apply(scales, values)
         if self.targets is not None:
             self.engine.load_weights(self.targets.items())
 
@@ -64,9 +65,12 @@ def open_live_model(
     vector_files: Sequence[str | os.PathLike],
     runtime: RuntimeParams | None = None,
     dtype: str | None = None,
+    method: str = "task_arithmetic",
+    method_params: MethodParams | None = None,
 ) -> LiveModel:
     """Load the base checkpoint in `runtime.engine` on `runtime`'s device (bf16 on CUDA if it
-    says so, else `dtype` or fp32) and attach the vectors, checked against it before any math."""
+    says so, else `dtype` or fp32) and attach the vectors, checked against it before any math,
+    merged by `method` (`merging.methods`)."""
     from deltalab.evaluation.engine import open_engine
     from deltalab.models import runtime_dtype
 
@@ -83,7 +87,8 @@ def open_live_model(
         base_dir, runtime.engine, device=runtime.device, dtype=load_dtype,
         trust_remote_code=runtime.trust_remote_code,
     )  # fmt: skip
-    live, targets = live_merge(engine, base, vectors, load_dtype)
+    live, targets = live_merge(engine, base, vectors, load_dtype, method=method,
+                               method_params=method_params)  # fmt: skip
     return LiveModel(engine, base, vectors, live, targets)
 
 

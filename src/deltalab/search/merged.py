@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,23 @@ def chosen_scales(cfg: MergeParams, search_metrics: Path, stage: str) -> tuple[l
     if overrides:
         origin += " with " + ", ".join(f"{k} from params" for k in overrides)
     return [chosen["scale_sft"], chosen["scale_rlvr"]], origin
+
+
+def chosen_method(cfg: MergeParams, search_metrics: Path) -> tuple[MethodParams, dict[str, float]]:
+    """`merge.method`'s parameters, with the values the search chose for the ones it searched
+    (`search.method_ranges`), and those values; with both scales set in params the search is not
+    read and the params are used as set."""
+    if len(cfg.overrides()) == 2 or not search_metrics.is_file():
+        return cfg.method_params(), {}
+    metrics = json.loads(search_metrics.read_text())
+    method = metrics.get("method") or {"name": "task_arithmetic", "ranges": {}}
+    if method["name"] != cfg.method:
+        raise DataError(
+            f"{search_metrics}: the search merged with {method['name']}, merge.method is "
+            f"{cfg.method} (re-run the search)"
+        )
+    values = {name: metrics["chosen"][name] for name in method["ranges"]}
+    return replace(cfg.method_params(), **values), values
 
 
 def apply_merge(

@@ -8,7 +8,7 @@ token NLL. The weights come from `LiveMerge.apply`: no checkpoint is written per
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from deltalab.errors import CheckpointError, DataError
@@ -27,13 +27,14 @@ class TrialResult:
 
 
 class SearchObjective:
-    """(scale_sft, scale_rlvr) → TrialResult on the queries, reusing one engine in memory:
-    `apply(scales)` sets its weights (`LiveModel.apply`: in place, from the master copy)."""
+    """(scale_sft, scale_rlvr) and any searched method parameters → TrialResult on the queries,
+    reusing one engine in memory: `apply(scales[, values])` sets its weights (`LiveModel.apply`:
+    in place, from the master copy)."""
 
     def __init__(
         self,
         engine: Engine,
-        apply: Callable[[Sequence[float]], None],
+        apply: Callable[..., None],
         questions: Sequence[str],
         cfg: SearchParams,
     ) -> None:
@@ -42,9 +43,11 @@ class SearchObjective:
         self.engine, self.apply = engine, apply
         self.questions, self.cfg = list(questions), cfg
 
-    def __call__(self, scales: Sequence[float]) -> TrialResult:
+    def __call__(
+        self, scales: Sequence[float], values: Mapping[str, float] | None = None
+    ) -> TrialResult:
         t0 = time.perf_counter()
-        self.apply(scales)
+        self.apply(scales, values) if values else self.apply(scales)
         t1 = time.perf_counter()
         try:
             votes = vote(self.engine, self.questions, self.cfg, desc="trial")

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, replace
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from deltalab.merging.method_spec import METHOD_NAMES, NORMALIZE_DEFAULT, RANDOM, MethodParams
+from deltalab.merging.method_spec import (
+    METHOD_NAMES,
+    NORMALIZE_DEFAULT,
+    RANDOM,
+    READS,
+    MethodParams,
+)
 from deltalab.merging.method_spec import check as check_method
 from deltalab.schema.base import Section
 from deltalab.schema.sampling import SamplingParams
 from deltalab.schema.stats import BootstrapParams
 
 VECTORS = ("sft", "rlvr")  # τ_sft = sft_gsm8k − sft_tulu, τ_rlvr = rlvr − sft_tulu
+SEARCHABLE = Literal["density", "gamma", "epsilon"]  # a method's float parameters
 
 
 class TaskVectorsParams(Section):
@@ -104,14 +112,66 @@ class SearchParams(VotingParams):
         "for 4x this is stale (its worker died) and is re-queued",
     )
     ppl_batch_size: int = Field(64, ge=1, le=8192)
+    method_ranges: dict[Literal[SEARCHABLE], list[float]] = Field(
+        default_factory=dict,
+        description="parameters of merge.method searched beside the scales, each [low, high], "
+        "e.g. {density: [0.1, 0.9]} for ties; empty: the method's params as set in merge",
+    )
 
     @field_validator("scale_sft", "scale_rlvr")
     @classmethod
     def _range(cls, value: list[float]) -> list[float]:
-        low, high = value
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ValueError(f"expected a finite range [low, high] with low < high, got {value}")
+        return _finite_range(value)
+
+    @field_validator("method_ranges")
+    @classmethod
+    def _method_ranges(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, bounds in value.items():
+            if len(bounds) != 2:
+                raise ValueError(f"{name}: expected [low, high], got {bounds}")
+            try:
+                _finite_range(bounds)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         return value
+
+    @property
+    def ranges(self) -> dict[str, list[float]]:
+        """Every searched parameter and its range: the scales, then the method's."""
+        return {"scale_sft": self.scale_sft, "scale_rlvr": self.scale_rlvr} | self.method_ranges
+
+
+def _finite_range(value: list[float]) -> list[float]:
+    low, high = value
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"expected a finite range [low, high] with low < high, got {value}")
+    return value
+
+
+def trial_method(search: SearchParams, method: str, fixed: MethodParams) -> dict | None:
+    """What every search trial merges with, for the study's identity and its workers: the merged
+    checkpoint's `method` with its `fixed` parameters and the searched ranges; None for task
+    arithmetic over the scales alone (the default, whose studies predate the methods)."""
+    if method == "task_arithmetic" and not search.method_ranges:
+        return None
+    return {"name": method, "params": asdict(fixed), "ranges": dict(search.method_ranges)}
+
+
+def check_method_ranges(search: SearchParams, merge: MergeParams) -> None:
+    """Each searched parameter is one `merge.method` reads, valid at both ends of its range."""
+    reads = READS[merge.method]
+    for name, bounds in search.method_ranges.items():
+        key = f"search.method_ranges.{name}"
+        if name not in reads:
+            raise ValueError(
+                f"{key}: merge.method {merge.method} does not read {name} "
+                f"(it reads: {', '.join(reads) or 'nothing'})"
+            )
+        for value in bounds:
+            try:
+                check_method(merge.method, replace(merge.method_params(), **{name: value}))
+            except ValueError as exc:
+                raise ValueError(f"{key}={bounds}: {exc}") from None
 
 
 class MergeParams(BootstrapParams):

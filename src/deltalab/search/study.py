@@ -119,6 +119,7 @@ class StudyInputs:
     queries_digest: str
     search: dict[str, Any]  # the STUDY_KEYS of the search params
     n_trials: int
+    method: dict[str, Any] | None = None  # `search.params.trial_method`; None: task arithmetic
 
     @property
     def digest(self) -> str:
@@ -127,7 +128,15 @@ class StudyInputs:
             "queries": self.queries_digest,
             "search": self.search,
         }
+        if self.method is not None:  # absent for task arithmetic: older studies keep their names
+            key["method"] = self.method
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def ranges(self) -> dict[str, Sequence[float]]:
+        """The scales' ranges, then the searched method parameters'."""
+        method_ranges = self.method["ranges"] if self.method else {}
+        return {p: self.search[p] for p in PARAMS} | method_ranges
 
     @property
     def name(self) -> str:
@@ -155,6 +164,7 @@ def study_inputs(
     vectors: Sequence[tuple[Path, dict[str, str]]],
     queries: Path,
     cfg: SearchParams,
+    method: dict[str, Any] | None = None,
 ) -> StudyInputs:
     (sft, sft_meta), (rlvr, rlvr_meta) = vectors
     return StudyInputs(
@@ -166,6 +176,7 @@ def study_inputs(
         queries_digest=file_sha256(queries),
         search={k: getattr(cfg, k) for k in STUDY_KEYS},
         n_trials=cfg.n_trials,
+        method=method,
     )
 
 
@@ -233,6 +244,8 @@ def optimize(
 ) -> int:
     """Run trials until the study holds exactly `target` completed ones (or this worker ran
     `max_trials`); `evaluate(scales)` returns an object with consistency, perplexity, seconds.
+    `ranges` names the scales (`PARAMS`) and any searched method parameters, which reach
+    `evaluate(scales, values)` as a dict.
 
     Other workers' RUNNING trials count toward the target: a worker that would overshoot waits
     for them instead. On RDB storage a trial whose worker died goes stale after its heartbeats
@@ -249,10 +262,11 @@ def optimize(
         nonlocal ran
         ran += 1
         trial.set_user_attr("worker", worker)  # first: a RUNNING trial names its worker
-        scales = [trial.suggest_float(p, *ranges[p]) for p in PARAMS]
-        key = tuple(scales)
+        point = {p: trial.suggest_float(p, *bounds) for p, bounds in ranges.items()}
+        scales = [point.pop(p) for p in PARAMS]
+        key = (*scales, *point.values())
         if key not in seen:
-            seen[key] = evaluate(scales)
+            seen[key] = evaluate(scales, point) if point else evaluate(scales)
         result = seen[key]
         if not (math.isfinite(result.consistency) and math.isfinite(result.perplexity)):
             return float("nan"), float("nan")  # optuna marks the trial FAIL
@@ -311,6 +325,7 @@ def trials_table(study: optuna.Study) -> list[dict[str, Any]]:
             "trial": t.number,
             "scale_sft": t.params["scale_sft"],
             "scale_rlvr": t.params["scale_rlvr"],
+            **{k: v for k, v in t.params.items() if k not in PARAMS},  # searched method params
             "consistency": t.values[0],
             "perplexity": t.values[1],
             "pareto": t.number in front,
@@ -369,17 +384,25 @@ def search_metrics(
     n_queries: int,
     rule: str,
 ) -> dict[str, Any]:
-    """The search stage's metrics: the study, its size and front, the chosen point by `rule`,
-    the reference merges' objectives and the number of queries."""
-    return {
+    """The search stage's metrics: the study, its size and front, the chosen point by `rule`
+    (with any searched method parameters), the reference merges' objectives and the number of
+    queries; the trials' merge method unless it is task arithmetic."""
+    extra = [k for k in chosen if k not in ("trial", *PARAMS, "consistency", "perplexity",
+                                            "pareto")]  # fmt: skip
+    metrics = {
         "study": study.study_name,
         "trials": len(rows),
         "pareto_size": sum(1 for r in rows if r["pareto"]),
         "select": rule,
-        "chosen": {k: chosen[k] for k in ("trial", *PARAMS, "consistency", "perplexity")},
+        "chosen": {k: chosen[k] for k in ("trial", *PARAMS, *extra, "consistency", "perplexity")},
         **references,
         "queries": n_queries,
     }
+    inputs = study.user_attrs.get("inputs")
+    method = StudyInputs.from_json(inputs).method if inputs else None
+    if method is not None:
+        metrics["method"] = method
+    return metrics
 
 
 def open_search_study(

@@ -4,6 +4,11 @@ A method takes the task vectors of one tensor as rows of an fp32 matrix [m, n] (
 from the sparse or dense vector files one tensor at a time), their scales, its parameters and
 a source of seeded uniforms, and returns the merged delta [n]; the writer adds it to the base
 in fp32 and casts once, for the checkpoint on disk and the live model alike.
+
+Every method is two steps: `prepare` (trims, drops, rescales: each vector alone, independent of
+the scales) and `combine` (the scaled vectors into one delta: a sum, TIES's election, RAM's
+rule). The merge is combine(prepare(τ)), so the live merge can keep the prepared vectors across
+trials that change only the scales and still hold the written bits.
 """
 
 from __future__ import annotations
@@ -15,17 +20,31 @@ import torch
 
 from deltalab.merging.method_spec import METHOD_NAMES, RANDOM, READS, MethodParams, check
 from deltalab.merging.methods import breadcrumbs, dare, della, ram, task_arithmetic, ties
+from deltalab.merging.methods.common import elected, summed
 from deltalab.merging.methods.randomness import uniforms
 
-__all__ = ["METHODS", "Method", "MethodParams", "check", "merge_delta"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodParams",
+    "check",
+    "combine_delta",
+    "merge_delta",
+    "prepare_delta",
+]
 
 Uniforms = Callable[[int, int], torch.Tensor]  # (vector index, numel) -> uniforms in [0, 1)
+
+
+def _as_is(taus: torch.Tensor, params: MethodParams, uniforms: Uniforms | None = None):
+    return taus
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
-    merge: Callable[..., torch.Tensor]
+    prepare: Callable[..., torch.Tensor]  # (taus [m, n], params, uniforms) -> prepared [m, n]
+    combine: Callable[..., torch.Tensor]  # (prepared [m, n], scales, params) -> delta [n]
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -39,15 +58,15 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("task_arithmetic", task_arithmetic.merge),
-        Method("ties", ties.merge),
-        Method("dare_linear", dare.merge_linear),
-        Method("dare_ties", dare.merge_ties),
-        Method("della_linear", della.merge_linear),
-        Method("della", della.merge_ties),
-        Method("breadcrumbs", breadcrumbs.merge_linear),
-        Method("breadcrumbs_ties", breadcrumbs.merge_ties),
-        Method("ram", ram.merge),
+        Method("task_arithmetic", _as_is, task_arithmetic.combine),
+        Method("ties", ties.prepare, elected),
+        Method("dare_linear", dare.prepare, summed),
+        Method("dare_ties", dare.prepare, elected),
+        Method("della_linear", della.prepare, summed),
+        Method("della", della.prepare, elected),
+        Method("breadcrumbs", breadcrumbs.prepare, summed),
+        Method("breadcrumbs_ties", breadcrumbs.prepare, elected),
+        Method("ram", _as_is, ram.combine),
     )
 }
 assert set(METHODS) == set(METHOD_NAMES)  # every method the spec names has its computation
@@ -62,9 +81,23 @@ def merge_delta(
 ) -> torch.Tensor:
     """The merged delta of one tensor; `key` (its name) keys the seeded uniforms of the random
     methods, so a tensor's drops do not depend on which others are merged or in what order."""
+    return combine_delta(name, prepare_delta(name, taus, params, key), scales, params)
+
+
+def prepare_delta(
+    name: str, taus: torch.Tensor, params: MethodParams, key: str = ""
+) -> torch.Tensor:
+    """The scale-independent step of `merge_delta`: each vector trimmed, dropped or rescaled."""
     method = METHODS[name]
 
     def draw(vector: int, numel: int) -> torch.Tensor:
         return uniforms(params.seed, f"{key}/{vector}", numel, device=taus.device)
 
-    return method.merge(taus.float(), list(scales), params, draw if method.random else None)
+    return method.prepare(taus.float(), params, draw if method.random else None)
+
+
+def combine_delta(
+    name: str, prepared: torch.Tensor, scales: Sequence[float], params: MethodParams
+) -> torch.Tensor:
+    """The scaled step of `merge_delta`: prepared vectors [m, n] → the merged delta [n]."""
+    return METHODS[name].combine(prepared, [float(s) for s in scales], params)

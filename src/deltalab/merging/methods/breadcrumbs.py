@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from deltalab.merging.methods.common import descending_ranks, elect_and_mean, weighted
+from deltalab.merging.methods.common import descending_ranks
 from deltalab.tensors.topk import topk_count
 
 
@@ -20,11 +20,5 @@ def keep_band(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
     return tau * ((ranks >= top) & (ranks < top + k))
 
 
-def merge_linear(taus, scales, params, uniforms=None):
-    band = torch.stack([keep_band(t, params.density, params.gamma) for t in taus])
-    return weighted(band, scales).sum(0)
-
-
-def merge_ties(taus, scales, params, uniforms=None):
-    band = torch.stack([keep_band(t, params.density, params.gamma) for t in taus])
-    return elect_and_mean(weighted(band, scales), scales, normalize=params.normalize)
+def prepare(taus, params, uniforms=None):
+    return torch.stack([keep_band(t, params.density, params.gamma) for t in taus])

@@ -45,3 +45,14 @@ def elect_and_mean(
     w = torch.tensor(list(scales), dtype=weighted_taus.dtype, device=weighted_taus.device)
     divisor = (agree * w[:, None]).sum(0)
     return merged / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+
+
+def summed(prepared: torch.Tensor, scales: Sequence[float], params=None) -> torch.Tensor:
+    """Σ sᵢ · τᵢ: task arithmetic's combination (and the linear variants')."""
+    return weighted(prepared, scales).sum(0)
+
+
+def elected(prepared: torch.Tensor, scales: Sequence[float], params) -> torch.Tensor:
+    """TIES's combination (ties, dare_ties, della, breadcrumbs_ties): sign election and the
+    disjoint mean when `params.normalize`."""
+    return elect_and_mean(weighted(prepared, scales), scales, normalize=params.normalize)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from deltalab.merging.methods.common import elect_and_mean, weighted
-
 
 def drop(taus: torch.Tensor, density: float, uniforms) -> torch.Tensor:
     if density >= 1.0:
@@ -16,10 +14,5 @@ def drop(taus: torch.Tensor, density: float, uniforms) -> torch.Tensor:
     return taus * keep / density
 
 
-def merge_linear(taus, scales, params, uniforms):
-    return weighted(drop(taus, params.density, uniforms), scales).sum(0)
-
-
-def merge_ties(taus, scales, params, uniforms):
-    dropped = weighted(drop(taus, params.density, uniforms), scales)
-    return elect_and_mean(dropped, scales, normalize=params.normalize)
+def prepare(taus, params, uniforms):
+    return drop(taus, params.density, uniforms)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from deltalab.merging.methods.common import descending_ranks, elect_and_mean, weighted
+from deltalab.merging.methods.common import descending_ranks
 
 
 def keep_probabilities(tau: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -29,10 +29,5 @@ def prune(taus: torch.Tensor, density: float, epsilon: float, uniforms) -> torch
     return torch.stack(out)
 
 
-def merge_linear(taus, scales, params, uniforms):
-    return weighted(prune(taus, params.density, params.epsilon, uniforms), scales).sum(0)
-
-
-def merge_ties(taus, scales, params, uniforms):
-    pruned = weighted(prune(taus, params.density, params.epsilon, uniforms), scales)
-    return elect_and_mean(pruned, scales, normalize=params.normalize)
+def prepare(taus, params, uniforms):
+    return prune(taus, params.density, params.epsilon, uniforms)

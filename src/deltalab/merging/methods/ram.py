@@ -9,7 +9,7 @@ import torch
 from deltalab.merging.methods.common import weighted
 
 
-def merge(taus, scales, params, uniforms=None):
+def combine(taus, scales, params):
     scaled = weighted(taus, scales)
     moved = taus.abs() > params.epsilon
     count = moved.sum(0)
