@@ -1,5 +1,7 @@
 """Our merge methods against mergekit's, side by side on a generated Llama-shaped bf16 base and two
-fine-tunes (an SFT-like dense one and an RL-like sparse one, `bench/task_vectors.py`).
+fine-tunes (an SFT-like dense one and an RL-like sparse one, `bench/task_vectors.py`). Ours merges
+from task vectors built once (as the pipeline's task_vectors stage does); each line gives our
+merge alone and with that build added, against mergekit, which forms the deltas itself.
 
 Deterministic methods (task_arithmetic, ties, breadcrumbs, breadcrumbs_ties, ram) at two densities
 and two scale pairs: the worst absolute difference of the outputs and the share of entries that
@@ -96,17 +98,50 @@ def load(directory: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def differences(ours: dict, theirs: dict) -> tuple[float, float]:
-    worst, beyond, total = 0.0, 0, 0
+def differences(ours: dict, theirs: dict, ties: dict | None = None) -> tuple[float, float, float]:
+    """Worst absolute difference, share of entries beyond one bf16 step, and the share of those
+    that lie in `ties` (per tensor: entries whose |τ| ties at a selection boundary)."""
+    worst, beyond, total, tied = 0.0, 0, 0, 0
     for name, a in ours.items():
         b = theirs[name].to(a.dtype)
         d = (a.float() - b.float()).abs()
         # one bf16 step at the value: 2^(exponent − 7)
         step = torch.ldexp(torch.ones_like(d), torch.frexp(a.float()).exponent - 8)
         worst = max(worst, float(d.max()))
-        beyond += int((d > step).sum())
+        far = d > step
+        beyond += int(far.sum())
         total += d.numel()
-    return worst, beyond / total
+        if ties is not None and name in ties:
+            tied += int((far.reshape(-1) & ties[name]).sum())
+    return worst, beyond / total, tied / max(beyond, 1)
+
+
+def boundary_ties(base: dict, finetuned: list[dict], method: str, density: float) -> dict:
+    """Per tensor, the entries whose |τ| equals a value at a selection boundary of either
+    vector, by our counts (round) or mergekit's (floor): where exact-top-k with lowest-index ties
+    and mergekit's unstable sort may keep different entries. bf16 deltas are exact in fp32 and
+    coarse, so a boundary value is often shared by many entries."""
+    out = {}
+    for name, w in base.items():
+        if not w.is_floating_point():
+            continue
+        n, union = w.numel(), torch.zeros(w.numel(), dtype=torch.bool)
+        for ft in finetuned:
+            mag = (ft[name].float() - w.float()).abs().reshape(-1)
+            k_ours, k_mk = max(1, round(density * n)), max(1, int(density * n))
+            if method == "ties":
+                bounds = {k_ours, k_mk}
+            else:  # breadcrumbs: the outliers' edge and the kept band's lower edge
+                top_ours = min(int(0.01 * n), n - k_ours)
+                top_mk = n - k_mk - max(0, n - k_mk - int(0.01 * n))
+                bounds = {top_ours, top_ours + k_ours, top_mk, top_mk + k_mk}
+            ordered = torch.sort(mag, descending=True).values
+            for c in bounds:
+                for rank in (c - 1, c):  # the last kept and the first dropped value
+                    if 0 <= rank < n:
+                        union |= mag == ordered[rank]
+        out[name] = union
+    return out
 
 
 def drop_statistics(merged: dict, base: dict, scale: float, delta: dict) -> tuple[float, float]:
@@ -149,11 +184,12 @@ def main() -> None:
                             env)  # fmt: skip
     print(
         f"# {args.size}: dense task vectors built once in {vec_time:.1f} s "
-        f"(peak RSS {vec_rss:.2f} GB), counted in every one of our times",
+        f"(peak RSS {vec_rss:.2f} GB); each line: our merge alone, and with that build added",
         flush=True,
     )
     mk_env = os.environ | {"OMP_NUM_THREADS": "1"}
     base = load(dirs["base"])
+    tie_sets: dict = {}
     for method in DETERMINISTIC + RANDOM:
         for density in map(float, args.densities.split(",")):
             for scales in ((1.0, 1.0), (1.2, 0.6)):
@@ -169,16 +205,24 @@ def main() -> None:
                                     "--lazy-unpickle", "--allow-crimes"], mk_env)  # fmt: skip
                 t_ours, rss_ours = run(ours_cmd(method, dirs, vectors, density, scales,
                                                 ours_out), env)  # fmt: skip
-                t_ours += vec_time
+                t_all = t_ours + vec_time
                 line = (
                     f"merge size={args.size} {method:<17} density {density:.1f} scales "
-                    f"({scales[0]:g}, {scales[1]:g}): ours {t_ours:6.1f} s {rss_ours:5.2f} GB"
-                    f" | mergekit {t_mk:6.1f} s {rss_mk:5.2f} GB | {t_mk / t_ours:4.1f}x"
+                    f"({scales[0]:g}, {scales[1]:g}): ours {t_ours:5.1f} s ({t_all:5.1f} s with "
+                    f"the vectors) {rss_ours:4.2f} GB | mergekit {t_mk:5.1f} s {rss_mk:4.2f} GB"
+                    f" | {t_mk / t_ours:3.1f}x ({t_mk / t_all:3.1f}x)"
                 )
                 ours, theirs = load(ours_out), load(theirs_out)
                 if method in DETERMINISTIC:
-                    worst, share = differences(ours, theirs)
+                    trims = method.split("_")[0] in ("ties", "breadcrumbs")
+                    key = (method.split("_")[0], density)
+                    if trims and key not in tie_sets:
+                        fts = [load(dirs["sft"]), load(dirs["rl"])]
+                        tie_sets[key] = boundary_ties(base, fts, *key)
+                    worst, share, tied = differences(ours, theirs, tie_sets.get(key))
                     line += f" | worst diff {worst:.2e}, beyond 1 bf16 step {share:.2e}"
+                    if trims:
+                        line += f" ({tied:.1%} of them at tied selection boundaries)"
                 print(line, flush=True)
                 shutil.rmtree(ours_out, ignore_errors=True)
                 shutil.rmtree(theirs_out, ignore_errors=True)

@@ -22,7 +22,7 @@ from deltalab.atomic import atomic_dir
 from deltalab.errors import CheckpointError, ConfigError
 from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.method_spec import check as check_method
-from deltalab.merging.methods import merge_delta
+from deltalab.merging.methods import combine_delta, prepare_delta
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.blocks import BLOCK, matrix_shape, row_chunks
@@ -193,17 +193,30 @@ def _merge_tensor(
 
 def merged_tensor(
     base_raw: torch.Tensor,
-    taus: Sequence[torch.Tensor],
+    taus: torch.Tensor,
     scales: Sequence[float],
     method: str,
     params: MethodParams,
     name: str,
 ) -> torch.Tensor:
-    """base + the method's merged delta of one tensor, in fp32 (the live merge calls this too,
-    so a live trial and the written checkpoint hold the same bits)."""
-    flat = torch.stack([t.reshape(-1).float() for t in taus])
-    delta = merge_delta(method, flat, scales, params, key=name)
-    return base_raw.reshape(-1).float() + delta
+    """base + the method's merged delta of one tensor, in fp32, from the task vectors stacked
+    [m, n] in fp32 (overwritten: prepared in place). The live merge composes the same two steps,
+    so a live trial and the written checkpoint hold the same bits."""
+    prepared = prepare_delta(method, taus, params, key=name)
+    return combine_delta(method, prepared, scales, params).add_(base_raw.reshape(-1))
+
+
+def _stacked(users: Sequence[tuple[TaskVector, float]], name: str, n: int) -> torch.Tensor:
+    """The dense fp32 τ of every user of `name`, read chunk by chunk into one [m, n] stack."""
+    stack = torch.empty(len(users), n, dtype=torch.float32)
+    ranges = [(s, min(s + STACK_CHUNK, n)) for s in range(0, n, STACK_CHUNK)]
+    for i, (vector, _) in enumerate(users):
+        for (start, stop), chunk in zip(ranges, vector.chunks(name, ranges), strict=True):
+            stack[i, start:stop] = chunk
+    return stack
+
+
+STACK_CHUNK = 1 << 22  # entries per read (a multiple of 8, as the packed masks need)
 
 
 def _merge_tensor_method(
@@ -226,7 +239,7 @@ def _merge_tensor_method(
         hasher = Sha256()
         hasher.update(raw)
         _check_base_digest(users, name, info, hasher.hexdigest())
-        w = merged_tensor(raw, [v.dense(name) for v, _ in users], [s for _, s in users],
+        w = merged_tensor(raw, _stacked(users, name, info.numel), [s for _, s in users],
                           method, params, name)  # fmt: skip
     else:
         w = raw.reshape(-1).float()

@@ -24,7 +24,7 @@ from deltalab.errors import CheckpointError
 from deltalab.merging.compare import check_vector_pair
 from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.method_spec import check as check_method
-from deltalab.merging.methods import combine_delta, prepare_delta
+from deltalab.merging.methods import METHODS, combine_delta, prepare_delta
 from deltalab.merging.step import add_scaled
 from deltalab.merging.vectors import TaskVector
 from deltalab.tensors.hashing import Sha256
@@ -157,8 +157,9 @@ class LiveMerge:
             params = replace(self.method_params, **values) if values else self.method_params
             check_method(self.method, params)
             if params != self._prepared_with:  # trims and drops: once per parameter set
+                own = METHODS[self.method].prepares  # prepare overwrites: give it a copy
                 self.prepared = {
-                    name: prepare_delta(self.method, taus, params, key=name)
+                    name: prepare_delta(self.method, taus.clone() if own else taus, params, name)
                     for name, (_, taus) in self.dense.items()
                 }
                 self._prepared_with = params
@@ -167,7 +168,7 @@ class LiveMerge:
                 delta = combine_delta(self.method, self.prepared[name],
                                       [scales[i] for i in used], params)  # fmt: skip
                 # base + delta in fp32 and one cast, as `disk.merged_tensor` writes it
-                slot.param.view(-1).copy_(slot.base.float() + delta)
+                slot.param.view(-1).copy_(delta.add_(slot.base))
             return
         for slot in self.slots.values():
             device = slot.base.device

@@ -43,8 +43,13 @@ def _as_is(taus: torch.Tensor, params: MethodParams, uniforms: Uniforms | None =
 @dataclass(frozen=True)
 class Method:
     name: str
-    prepare: Callable[..., torch.Tensor]  # (taus [m, n], params, uniforms) -> prepared [m, n]
+    prepare: Callable[..., torch.Tensor]  # (taus [m, n], params, uniforms) -> prepared, in place
     combine: Callable[..., torch.Tensor]  # (prepared [m, n], scales, params) -> delta [n]
+
+    @property
+    def prepares(self) -> bool:
+        """Whether `prepare` changes the vectors (a live merge then keeps a prepared copy)."""
+        return self.prepare is not _as_is
 
     @property
     def reads(self) -> tuple[str, ...]:
@@ -80,14 +85,17 @@ def merge_delta(
     key: str = "",
 ) -> torch.Tensor:
     """The merged delta of one tensor; `key` (its name) keys the seeded uniforms of the random
-    methods, so a tensor's drops do not depend on which others are merged or in what order."""
-    return combine_delta(name, prepare_delta(name, taus, params, key), scales, params)
+    methods, so a tensor's drops do not depend on which others are merged or in what order.
+    `taus` are left as they are."""
+    own = taus.float().clone() if METHODS[name].prepares else taus.float()
+    return combine_delta(name, prepare_delta(name, own, params, key), scales, params)
 
 
 def prepare_delta(
     name: str, taus: torch.Tensor, params: MethodParams, key: str = ""
 ) -> torch.Tensor:
-    """The scale-independent step of `merge_delta`: each vector trimmed, dropped or rescaled."""
+    """The scale-independent step of `merge_delta`: each vector trimmed, dropped or rescaled, in
+    place (fp32 `taus` are overwritten: pass a stack the caller does not need again)."""
     method = METHODS[name]
 
     def draw(vector: int, numel: int) -> torch.Tensor:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import torch
 
-from deltalab.merging.methods.common import descending_ranks
-from deltalab.tensors.topk import topk_count
+from deltalab.tensors.topk import topk_count, topk_mask
 
 
-def keep_band(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
+def band_mask(tau: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
+    """Ranks [top, top + k) by descending |τ| (ties: the lower index first), as the difference of
+    two exact top-k masks: no sort."""
     n = tau.numel()
     k = topk_count(n, density)
     top = min(int(gamma * n), n - k)  # never fewer than k entries left
-    ranks = descending_ranks(tau)
-    return tau * ((ranks >= top) & (ranks < top + k))
+    return topk_mask(tau, top + k) & ~topk_mask(tau, top)
 
 
 def prepare(taus, params, uniforms=None):
-    return torch.stack([keep_band(t, params.density, params.gamma) for t in taus])
+    for t in taus:
+        t.mul_(band_mask(t, params.density, params.gamma))
+    return taus

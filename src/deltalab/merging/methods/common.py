@@ -1,5 +1,12 @@
 """What several merge methods share: exact top-k trimming, magnitude ranks, and TIES's sign
-election with its disjoint mean. All on flat fp32 task vectors of one tensor, stacked [m, n]."""
+election with its disjoint mean. All on flat fp32 task vectors of one tensor, stacked [m, n].
+
+`prepare` steps work in place on the stack they are given (the caller owns it: the checkpoint
+writer reads a fresh one per tensor, the live merge hands over a copy of its dense vectors);
+`combine` steps walk the columns in cache-sized blocks, so an embedding-sized tensor costs its
+stack plus a few blocks rather than a dozen whole-tensor temporaries. Every operation is per
+entry, so the block size never changes a bit of the result.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +16,15 @@ import torch
 
 from deltalab.tensors.topk import topk_count, topk_mask
 
+BLOCK = 1 << 16  # columns combined at a time: [m, BLOCK] fp32 temporaries stay in L2
 
-def trim(tau: torch.Tensor, density: float) -> torch.Tensor:
-    """τ with all but its round(density · n) largest-magnitude entries zeroed (exactly that
+
+def trim_(tau: torch.Tensor, density: float) -> torch.Tensor:
+    """Zero all but the round(density · n) largest-magnitude entries of τ, in place (exactly that
     many: ties broken by the lowest index, as the sparse task vectors are)."""
     if density >= 1.0:
         return tau
-    return tau * topk_mask(tau, topk_count(tau.numel(), density))
+    return tau.mul_(topk_mask(tau, topk_count(tau.numel(), density)))
 
 
 def descending_ranks(tau: torch.Tensor) -> torch.Tensor:
@@ -26,33 +35,37 @@ def descending_ranks(tau: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def weighted(taus: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
-    w = torch.tensor(list(scales), dtype=taus.dtype, device=taus.device)
-    return taus * w[:, None]
+def columns(n: int, device: torch.device) -> list[tuple[int, int]]:
+    step = BLOCK if device.type == "cpu" else max(n, 1)  # a GPU takes the tensor at once
+    return [(s, min(s + step, n)) for s in range(0, n, step)]
 
 
-def elect_and_mean(
-    weighted_taus: torch.Tensor, scales: Sequence[float], normalize: bool
-) -> torch.Tensor:
-    """TIES's merge of (already trimmed and scaled) vectors: the sign of their sum is elected per
-    entry (0 counts as +), entries of the other sign (and zeros) are dropped, and the rest are
-    summed; `normalize` divides by the summed scales of the entries kept (the disjoint mean)."""
-    elected = torch.where(weighted_taus.sum(0) >= 0, 1.0, -1.0)
-    agree = torch.sign(weighted_taus) == elected
-    merged = (weighted_taus * agree).sum(0)
-    if not normalize:
-        return merged
-    w = torch.tensor(list(scales), dtype=weighted_taus.dtype, device=weighted_taus.device)
-    divisor = (agree * w[:, None]).sum(0)
-    return merged / torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+def scale_column(prepared: torch.Tensor, scales: Sequence[float]) -> torch.Tensor:
+    return torch.tensor(list(scales), dtype=prepared.dtype, device=prepared.device)[:, None]
 
 
 def summed(prepared: torch.Tensor, scales: Sequence[float], params=None) -> torch.Tensor:
     """Σ sᵢ · τᵢ: task arithmetic's combination (and the linear variants')."""
-    return weighted(prepared, scales).sum(0)
+    w = scale_column(prepared, scales)
+    out = torch.empty(prepared.shape[1], dtype=prepared.dtype, device=prepared.device)
+    for start, stop in columns(prepared.shape[1], prepared.device):
+        torch.sum(prepared[:, start:stop] * w, 0, out=out[start:stop])
+    return out
 
 
 def elected(prepared: torch.Tensor, scales: Sequence[float], params) -> torch.Tensor:
-    """TIES's combination (ties, dare_ties, della, breadcrumbs_ties): sign election and the
-    disjoint mean when `params.normalize`."""
-    return elect_and_mean(weighted(prepared, scales), scales, normalize=params.normalize)
+    """TIES's combination (ties, dare_ties, della, breadcrumbs_ties): the sign of Σ sᵢ · τᵢ is
+    elected per entry (0 counts as +), entries of the other sign (and zeros) are dropped, the rest
+    summed; `params.normalize` divides by the summed scales of the entries kept (disjoint mean)."""
+    w = scale_column(prepared, scales)
+    out = torch.empty(prepared.shape[1], dtype=prepared.dtype, device=prepared.device)
+    for start, stop in columns(prepared.shape[1], prepared.device):
+        x = prepared[:, start:stop] * w
+        elected_sign = torch.where(x.sum(0) >= 0, 1.0, -1.0)
+        agree = (x * elected_sign) > 0  # sign(x) == the elected sign (zeros never agree)
+        merged = (x * agree).sum(0)
+        if params.normalize:
+            divisor = (agree * w).sum(0)
+            merged /= torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+        out[start:stop] = merged
+    return out

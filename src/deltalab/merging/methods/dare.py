@@ -7,12 +7,14 @@ from __future__ import annotations
 import torch
 
 
-def drop(taus: torch.Tensor, density: float, uniforms) -> torch.Tensor:
+def drop_(taus: torch.Tensor, density: float, uniforms) -> torch.Tensor:
+    """In place: each entry kept with probability `density` and rescaled by 1 / density."""
     if density >= 1.0:
         return taus
-    keep = torch.stack([uniforms(i, t.numel()) < density for i, t in enumerate(taus)])
-    return taus * keep / density
+    for i, t in enumerate(taus):
+        t.mul_(uniforms(i, t.numel()) < density).div_(density)
+    return taus
 
 
 def prepare(taus, params, uniforms):
-    return drop(taus, params.density, uniforms)
+    return drop_(taus, params.density, uniforms)

@@ -19,15 +19,15 @@ def keep_probabilities(tau: torch.Tensor, density: float, epsilon: float) -> tor
     return (density - epsilon) + spread * (2 * epsilon)
 
 
-def prune(taus: torch.Tensor, density: float, epsilon: float, uniforms) -> torch.Tensor:
+def prune_(taus: torch.Tensor, density: float, epsilon: float, uniforms) -> torch.Tensor:
+    """In place: entry j kept with its probability p_j and rescaled by 1 / p_j."""
     if density >= 1.0:
         return taus
-    out = []
     for i, t in enumerate(taus):
         p = keep_probabilities(t, density, epsilon)
-        out.append(torch.where(uniforms(i, t.numel()) < p, t / p, torch.zeros_like(t)))
-    return torch.stack(out)
+        t.copy_(torch.where(uniforms(i, t.numel()) < p, t / p, torch.zeros_like(t)))
+    return taus
 
 
 def prepare(taus, params, uniforms):
-    return prune(taus, params.density, params.epsilon, uniforms)
+    return prune_(taus, params.density, params.epsilon, uniforms)

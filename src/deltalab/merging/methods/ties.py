@@ -4,10 +4,10 @@ entry's sign by the summed scaled vectors, average the entries that agree (disjo
 
 from __future__ import annotations
 
-import torch
-
-from deltalab.merging.methods.common import trim
+from deltalab.merging.methods.common import trim_
 
 
 def prepare(taus, params, uniforms=None):
-    return torch.stack([trim(t, params.density) for t in taus])
+    for t in taus:
+        trim_(t, params.density)
+    return taus
