@@ -28,9 +28,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -40,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from measure import run_measured  # noqa: E402
 from task_vectors import generate  # noqa: E402
 
 DETERMINISTIC = ["task_arithmetic", "ties", "breadcrumbs", "breadcrumbs_ties", "ram"]
@@ -50,13 +49,8 @@ NORMALIZE = {"ties": True, "della": True}
 
 def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     """Wall seconds and peak RSS (GB) of a command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read()[-3000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024 / 1e9
+    seconds, peak, _ = run_measured(cmd, env)
+    return seconds, peak
 
 
 def mergekit_config(method, dirs, density, scales, path: Path) -> None:

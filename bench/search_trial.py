@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from measure import run_measured  # noqa: E402
 from task_vectors import SHAPES, generate  # noqa: E402
 
 SHAPES.setdefault("0.5B", (896, 24, 4864, 14, 2, 151936, True))  # Qwen2.5-0.5B's shape
@@ -185,17 +184,9 @@ def run_dots(size: str, workdir: Path, trials: int) -> dict:
 
 
 def measure(args: list[str]) -> tuple[dict, float, float]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    out = proc.stdout.read() if proc.stdout else ""
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"worker failed: {' '.join(args)}")
-    return (
-        json.loads(out.strip().splitlines()[-1]),
-        time.perf_counter() - start,
-        (usage.ru_maxrss * 1024 / 1e9),
-    )
+    """(the worker's JSON result, wall seconds, peak RSS in GB)."""
+    seconds, peak, out = run_measured(args)
+    return json.loads(out.strip().splitlines()[-1]), seconds, peak
 
 
 def main() -> None:

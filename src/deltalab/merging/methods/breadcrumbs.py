@@ -1,8 +1,8 @@
 """Model Breadcrumbs (Davari & Belilovsky 2023): drop each vector's largest-magnitude outliers
 (the top `gamma` share) and its smallest entries, keeping exactly round(density · n) entries
 ranked just below the outliers; then add (breadcrumbs) or merge the TIES way (breadcrumbs_ties).
-Counts are exact: floor(gamma · n) outliers, and a tensor with no outlier to drop (mergekit masks
-every tensor under 1 / gamma entries whole) keeps its top entries."""
+Counts are exact: floor(gamma · n) outliers, and a tensor with no outlier to drop (under 1 / gamma
+entries) keeps its top entries, never an empty mask."""
 
 from __future__ import annotations
 
