@@ -159,7 +159,10 @@ def main() -> None:
     parser.add_argument("--size", default="0.25B")
     parser.add_argument("--workdir", default="/tmp/deltalab_bench_merge")
     parser.add_argument("--densities", default="0.3,0.7")
+    parser.add_argument("--methods", default=",".join(DETERMINISTIC + RANDOM),
+                        help="comma-separated subset")  # fmt: skip
     args = parser.parse_args()
+    methods = args.methods.split(",")
     from tokenizers import Tokenizer, models
 
     root = Path(args.workdir) / args.size
@@ -184,7 +187,7 @@ def main() -> None:
     mk_env = os.environ | {"OMP_NUM_THREADS": "1"}
     base = load(dirs["base"])
     tie_sets: dict = {}
-    for method in DETERMINISTIC + RANDOM:
+    for method in methods:
         for density in map(float, args.densities.split(",")):
             for scales in ((1.0, 1.0), (1.2, 0.6)):
                 if method in ("task_arithmetic", "ram") and density != float(
@@ -222,7 +225,7 @@ def main() -> None:
                 shutil.rmtree(theirs_out, ignore_errors=True)
     # DARE / DELLA statistics: one vector (the dense SFT-like one), so kept entries are visible
     delta = {n: load(dirs["sft"])[n].float() - base[n].float() for n in base}
-    for method in ("dare_linear", "della_linear"):
+    for method in [m for m in ("dare_linear", "della_linear") if m in methods]:
         for density in map(float, args.densities.split(",")):
             stats = {}
             for who in ("ours", "mergekit"):

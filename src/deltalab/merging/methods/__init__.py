@@ -33,7 +33,8 @@ __all__ = [
     "prepare_delta",
 ]
 
-Uniforms = Callable[[int, int], torch.Tensor]  # (vector index, numel) -> uniforms in [0, 1)
+# (vector index, numel, start) -> uniforms in [0, 1) for elements start .. start + numel
+Uniforms = Callable[..., torch.Tensor]
 
 
 def _as_is(taus: torch.Tensor, params: MethodParams, uniforms: Uniforms | None = None):
@@ -98,8 +99,8 @@ def prepare_delta(
     place (fp32 `taus` are overwritten: pass a stack the caller does not need again)."""
     method = METHODS[name]
 
-    def draw(vector: int, numel: int) -> torch.Tensor:
-        return uniforms(params.seed, f"{key}/{vector}", numel, device=taus.device)
+    def draw(vector: int, numel: int, start: int = 0) -> torch.Tensor:
+        return uniforms(params.seed, f"{key}/{vector}", numel, start, device=taus.device)
 
     return method.prepare(taus.float(), params, draw if method.random else None)
 

@@ -29,7 +29,9 @@ def trim_(tau: torch.Tensor, density: float) -> torch.Tensor:
 
 def descending_ranks(tau: torch.Tensor) -> torch.Tensor:
     """0 for the largest |τ|, n − 1 for the smallest (ties: the lower index ranks first)."""
-    order = torch.sort(tau.abs(), descending=True, stable=True).indices
+    # |τ|'s bit pattern orders like its value; an ascending stable sort of the negated int32
+    # patterns is the same permutation as a descending stable float sort, ~3x faster on CPU
+    order = torch.sort(-tau.float().abs().view(torch.int32), stable=True).indices
     ranks = torch.empty_like(order)
     ranks[order] = torch.arange(tau.numel(), device=tau.device)
     return ranks

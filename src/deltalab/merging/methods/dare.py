@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import torch
 
+from deltalab.merging.methods.common import columns
+
 
 def drop_(taus: torch.Tensor, density: float, uniforms) -> torch.Tensor:
     """In place: each entry kept with probability `density` and rescaled by 1 / density."""
     if density >= 1.0:
         return taus
     for i, t in enumerate(taus):
-        t.mul_(uniforms(i, t.numel()) < density).div_(density)
+        for start, stop in columns(t.numel(), t.device):  # uniforms drawn block by block
+            t[start:stop].mul_(uniforms(i, stop - start, start) < density).div_(density)
     return taus
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from deltalab.merging.methods.common import descending_ranks
+from deltalab.merging.methods.common import columns, descending_ranks
 
 
 def keep_probabilities(tau: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -25,7 +25,10 @@ def prune_(taus: torch.Tensor, density: float, epsilon: float, uniforms) -> torc
         return taus
     for i, t in enumerate(taus):
         p = keep_probabilities(t, density, epsilon)
-        t.copy_(torch.where(uniforms(i, t.numel()) < p, t / p, torch.zeros_like(t)))
+        for start, stop in columns(t.numel(), t.device):
+            block, q = t[start:stop], p[start:stop]
+            kept = uniforms(i, stop - start, start) < q
+            block.copy_(torch.where(kept, block / q, torch.zeros_like(block)))
     return taus
 
 

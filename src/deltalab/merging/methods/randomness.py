@@ -31,11 +31,11 @@ def uniforms(
     """float32 uniforms in [0, 1) for elements start .. start + numel of the stream (seed, key):
     any slice of a tensor draws the numbers the whole tensor would."""
     x = torch.arange(start, start + numel, dtype=torch.int64, device=device)
-    x = (x + key_offset(seed, key)) * _GOLDEN  # int64 arithmetic wraps alike everywhere
-    x = (x ^ _shr(x, 30)) * _M1
-    x = (x ^ _shr(x, 27)) * _M2
-    x = x ^ _shr(x, 31)
-    return _shr(x, 40).to(torch.float32) * (1.0 / (1 << 24))  # 24 bits: exact in float32
+    x.add_(key_offset(seed, key)).mul_(_GOLDEN)  # int64 arithmetic wraps alike everywhere
+    x.bitwise_xor_(_shr(x, 30)).mul_(_M1)
+    x.bitwise_xor_(_shr(x, 27)).mul_(_M2)
+    x.bitwise_xor_(_shr(x, 31))
+    return _shr(x, 40).to(torch.float32).mul_(1.0 / (1 << 24))  # 24 bits: exact in float32
 
 
 def uniforms_reference(seed: int, key: str, indices: list[int]) -> list[float]:
