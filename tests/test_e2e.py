@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -356,6 +357,16 @@ def test_dots_sweeps_rerun_only_their_stages(reproduced):
         "metrics/merge/baseline-0.json:accuracy.merged",
     )  # fmt: skip
     assert "accuracy.merged" in shown.stdout
+    # the README's sweep table: the headline numbers and params the experiment moved, nothing else
+    readme = (ROOT / "README.md").read_text()
+    (line,) = {ln.split("  #")[0] for ln in readme.splitlines()
+               if ln.startswith("dvc exp show --only-changed --md --drop")}  # fmt: skip
+    header = sh(repo, *shlex.split(line)).stdout.splitlines()[0]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert {"merge.scale_sft", "merge.scale_rlvr"} <= set(columns)  # micro's accuracies may tie
+    headline = ("gsm8k/", "post/", "merge/", "masked_dpo/")
+    swept = ("Experiment", "merge.scale_sft", "merge.scale_rlvr")
+    assert all(c.startswith(headline) for c in columns if c not in swept)
     sh(repo, "git", "checkout", "-q", "--", ".")
     sh(repo, "dvc", "checkout", "-q")
 

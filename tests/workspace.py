@@ -45,7 +45,9 @@ def copy_repository(dest: Path) -> None:
     ).stdout.split("\0")
     for rel in filter(None, listed):
         src = ROOT / rel
-        if src.is_file():
+        # `dvc add`ed files (the report's screenshot) are the committed run's, not the pipeline's:
+        # a copy that runs its own pipeline has neither them nor their cache
+        if src.is_file() and not rel.endswith(".dvc"):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
 
