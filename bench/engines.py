@@ -83,7 +83,7 @@ def trials(base: Path, vectors: list[Path], questions: list[str], n: int) -> Non
             pairs = [(TaskVector(v), s) for v, s in zip(vectors, scales, strict=True)]
             merge(Checkpoint(base), pairs, Path(tmp) / "merged", progress=False)
             engine = VLLMEngine(Path(tmp) / "merged")  # the restart DoTS pays per trial
-            SearchObjective(engine, lambda s: None, questions, cfg)(scales)
+            SearchObjective(engine, lambda s, v: None, questions, cfg)(scales)
             del engine
             torch.cuda.empty_cache()
         dots += (time.perf_counter() - start) / n

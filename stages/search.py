@@ -69,7 +69,7 @@ def main(params, cond: str, seed: int) -> None:
             f"merge search: {member}",
         )
     metrics = search_metrics(
-        study, rows, chosen, {"sparse_1_1": sparse_1_1}, len(questions), cfg.select
+        study, rows, chosen, {"sparse_1_1": sparse_1_1}, len(questions), cfg.select, method
     )
     stage.finish(
         paths.dots_metrics("search", cond, seed),

@@ -128,7 +128,7 @@ class _FakeObjective:
         self.calls = 0
         self.nan_below = nan_below
 
-    def __call__(self, scales):
+    def __call__(self, scales, values=None):
         self.calls += 1
         a, b = scales
         if self.nan_below is not None and a < self.nan_below:

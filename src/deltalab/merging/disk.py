@@ -206,11 +206,12 @@ def merged_tensor(
     return combine_delta(method, prepared, scales, params).add_(base_raw.reshape(-1))
 
 
-def _stacked(users: Sequence[tuple[TaskVector, float]], name: str, n: int) -> torch.Tensor:
-    """The dense fp32 τ of every user of `name`, read chunk by chunk into one [m, n] stack."""
-    stack = torch.empty(len(users), n, dtype=torch.float32)
+def stack_dense(vectors: Sequence[TaskVector], name: str, n: int) -> torch.Tensor:
+    """The dense fp32 τ of `name` in each of `vectors`, read chunk by chunk into one [m, n]
+    stack (the methods' input, for the checkpoint writer and the live merge alike)."""
+    stack = torch.empty(len(vectors), n, dtype=torch.float32)
     ranges = [(s, min(s + STACK_CHUNK, n)) for s in range(0, n, STACK_CHUNK)]
-    for i, (vector, _) in enumerate(users):
+    for i, vector in enumerate(vectors):
         for (start, stop), chunk in zip(ranges, vector.chunks(name, ranges), strict=True):
             stack[i, start:stop] = chunk
     return stack
@@ -239,7 +240,8 @@ def _merge_tensor_method(
         hasher = Sha256()
         hasher.update(raw)
         _check_base_digest(users, name, info, hasher.hexdigest())
-        w = merged_tensor(raw, _stacked(users, name, info.numel), [s for _, s in users],
+        w = merged_tensor(raw, stack_dense([v for v, _ in users], name, info.numel),
+                          [s for _, s in users],
                           method, params, name)  # fmt: skip
     else:
         w = raw.reshape(-1).float()

@@ -22,6 +22,7 @@ import torch
 
 from deltalab.errors import CheckpointError
 from deltalab.merging.compare import check_vector_pair
+from deltalab.merging.disk import stack_dense
 from deltalab.merging.method_spec import MethodParams
 from deltalab.merging.method_spec import check as check_method
 from deltalab.merging.methods import METHODS, combine_delta, prepare_delta
@@ -118,8 +119,8 @@ class LiveMerge:
             blocks = [(s, min(s + step, n)) for s in range(0, n, step)]
             if method != "task_arithmetic":
                 used = [i for i, v in enumerate(vectors) if name in v.entries]
-                taus = [vectors[i].dense(name).reshape(-1).float() for i in used]
-                self.dense[name] = (used, torch.stack(taus).to(device))
+                stack = stack_dense([vectors[i] for i in used], name, n)
+                self.dense[name] = (used, stack.to(device))
             terms: list[_Term | None] = []
             for vector in vectors:
                 if name not in vector.entries:
@@ -155,8 +156,8 @@ class LiveMerge:
             raise ValueError(f"task_arithmetic reads no method parameters, got {sorted(values)}")
         if self.method != "task_arithmetic":
             params = replace(self.method_params, **values) if values else self.method_params
-            check_method(self.method, params)
             if params != self._prepared_with:  # trims and drops: once per parameter set
+                check_method(self.method, params)
                 own = METHODS[self.method].prepares  # prepare overwrites: give it a copy
                 self.prepared = {
                     name: prepare_delta(self.method, taus.clone() if own else taus, params, name)

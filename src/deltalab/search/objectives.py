@@ -34,7 +34,7 @@ class SearchObjective:
     def __init__(
         self,
         engine: Engine,
-        apply: Callable[..., None],
+        apply: Callable[[Sequence[float], Mapping[str, float] | None], None],
         questions: Sequence[str],
         cfg: SearchParams,
     ) -> None:
@@ -47,7 +47,7 @@ class SearchObjective:
         self, scales: Sequence[float], values: Mapping[str, float] | None = None
     ) -> TrialResult:
         t0 = time.perf_counter()
-        self.apply(scales, values) if values else self.apply(scales)
+        self.apply(scales, values or None)
         t1 = time.perf_counter()
         try:
             votes = vote(self.engine, self.questions, self.cfg, desc="trial")

@@ -135,11 +135,6 @@ class SearchParams(VotingParams):
                 raise ValueError(f"{name}: {exc}") from None
         return value
 
-    @property
-    def ranges(self) -> dict[str, list[float]]:
-        """Every searched parameter and its range: the scales, then the method's."""
-        return {"scale_sft": self.scale_sft, "scale_rlvr": self.scale_rlvr} | self.method_ranges
-
 
 def _finite_range(value: list[float]) -> list[float]:
     low, high = value

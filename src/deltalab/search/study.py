@@ -243,9 +243,9 @@ def optimize(
     progress: bool = True,
 ) -> int:
     """Run trials until the study holds exactly `target` completed ones (or this worker ran
-    `max_trials`); `evaluate(scales)` returns an object with consistency, perplexity, seconds.
-    `ranges` names the scales (`PARAMS`) and any searched method parameters, which reach
-    `evaluate(scales, values)` as a dict.
+    `max_trials`); `evaluate(scales, values)` returns an object with consistency, perplexity,
+    seconds. `ranges` names the scales (`PARAMS`) and any searched method parameters, which
+    reach `evaluate` as the dict `values` (empty when only the scales are searched).
 
     Other workers' RUNNING trials count toward the target: a worker that would overshoot waits
     for them instead. On RDB storage a trial whose worker died goes stale after its heartbeats
@@ -266,7 +266,7 @@ def optimize(
         scales = [point.pop(p) for p in PARAMS]
         key = (*scales, *point.values())
         if key not in seen:
-            seen[key] = evaluate(scales, point) if point else evaluate(scales)
+            seen[key] = evaluate(scales, point)
         result = seen[key]
         if not (math.isfinite(result.consistency) and math.isfinite(result.perplexity)):
             return float("nan"), float("nan")  # optuna marks the trial FAIL
@@ -383,23 +383,23 @@ def search_metrics(
     references: dict[str, dict[str, float]],
     n_queries: int,
     rule: str,
+    method: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The search stage's metrics: the study, its size and front, the chosen point by `rule`
     (with any searched method parameters), the reference merges' objectives and the number of
-    queries; the trials' merge method unless it is task arithmetic."""
-    extra = [k for k in chosen if k not in ("trial", *PARAMS, "consistency", "perplexity",
-                                            "pareto")]  # fmt: skip
+    queries; the trials' merge method (`StudyInputs.method`) unless it is task arithmetic."""
+    searched = list(method["ranges"]) if method else []
     metrics = {
         "study": study.study_name,
         "trials": len(rows),
         "pareto_size": sum(1 for r in rows if r["pareto"]),
         "select": rule,
-        "chosen": {k: chosen[k] for k in ("trial", *PARAMS, *extra, "consistency", "perplexity")},
+        "chosen": {
+            k: chosen[k] for k in ("trial", *PARAMS, *searched, "consistency", "perplexity")
+        },
         **references,
         "queries": n_queries,
     }
-    inputs = study.user_attrs.get("inputs")
-    method = StudyInputs.from_json(inputs).method if inputs else None
     if method is not None:
         metrics["method"] = method
     return metrics
