@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -32,6 +33,16 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _freeze(pid: int) -> None:
+    """SIGSTOP, and wait until the kernel reports the process stopped."""
+    os.kill(pid, signal.SIGSTOP)
+    _wait_for(
+        lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+        10,
+        "the stop",
+    )
+
+
 def test_a_killed_workers_trial_is_requeued_and_the_study_ends_exact(tmp_path, monkeypatch):
     root = build_search_workspace(tmp_path / "ws")
     monkeypatch.chdir(root)  # the study records paths relative to the checkout
@@ -50,25 +61,48 @@ def test_a_killed_workers_trial_is_requeued_and_the_study_ends_exact(tmp_path, m
             out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
             return subprocess.Popen([*cmd, "--seed", str(seed)], cwd=root, env=env, **out)
 
-        victim, survivor = start(11), start(12)
+        # The victim runs alone until it is inside a trial; SIGSTOP freezes it there, so the
+        # trial it holds is known for certain before the survivor starts and the kill lands.
+        victim, survivor = start(11), None
         try:
 
             def victims_running_trial():
                 trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 mine = [
-                    t for t in trials
-                    if t.user_attrs.get("worker", "").endswith(f"-{victim.pid}")
-                    and len(t.params) == 2  # scales drawn: inside the evaluation
-                ]  # fmt: skip
+                    t for t in trials if t.user_attrs.get("worker", "").endswith(f"-{victim.pid}")
+                ]
                 return mine[0] if mine else None
 
-            killed = _wait_for(victims_running_trial, 120, "a trial of the first worker")
+            def frozen_inside_a_trial():
+                # A trial takes milliseconds on the micro model: single-step the victim with
+                # SIGSTOP/SIGCONT until it is frozen after drawing both scales (inside the
+                # evaluation), or has finished the trial.
+                if victim.poll() is not None:
+                    raise AssertionError(f"the first worker exited:\n{victim.communicate()[0]}")
+                if (trial := victims_running_trial()) is None:
+                    return None
+                _freeze(victim.pid)
+                while (
+                    now := study._storage.get_trial(trial._trial_id)
+                ).state == TrialState.RUNNING:
+                    if len(now.params) == 2:
+                        return now
+                    os.kill(victim.pid, signal.SIGCONT)
+                    time.sleep(0.002)
+                    _freeze(victim.pid)
+                os.kill(victim.pid, signal.SIGCONT)  # it finished that trial first: try the next
+                return None
+
+            killed = _wait_for(frozen_inside_a_trial, 120, "a trial of the first worker")
+            survivor = start(12)
+            # the frozen worker's heartbeat stops: the survivor sees its trial go stale
+            _wait_for(lambda: study.get_trials(states=(TrialState.FAIL,)), 120, "a stale trial")
             os.kill(victim.pid, signal.SIGKILL)
             victim_out = victim.communicate(timeout=30)[0]
             survivor_out = survivor.communicate(timeout=300)[0]
         finally:
             for proc in (victim, survivor):
-                if proc.poll() is None:
+                if proc is not None and proc.poll() is None:
                     proc.kill()
         assert victim.returncode == -signal.SIGKILL
         assert survivor.returncode == 0, survivor_out
