@@ -1,19 +1,34 @@
 """compare: baseline vs mul_tokens for every evaluated stage — accuracies, difference, paired
 bootstrap interval over questions, exact McNemar p-value (pooled over seeds), per-seed rows and
 the t-interval over seeds — and, within each delta-track condition, each post-training stage
-against its parent (dpo vs sft_gsm8k, rlvr vs sft_tulu) on the same questions; plus the accuracy
-figures."""
+against its parent (dpo vs sft_gsm8k, rlvr vs sft_tulu) and its rivals on the same questions, with
+the masked DPO runs' validation reward accuracy against their rivals over the seeds; plus the
+accuracy figures."""
 
 import json
 
 from deltalab import paths, stage
 from deltalab.evaluation.compare import (
     compare_prediction_files,
+    compare_run_metrics,
     compare_stage_files,
     compare_summary,
     write_compare,
 )
 from deltalab.report.evaluation import accuracy_table, plot_accuracy, write_plot_data
+
+
+def add_reward_accuracy(post_training: dict, stage_pairs, params) -> None:
+    """The masked DPO runs' validation reward accuracy against their rivals, over the seeds."""
+    for cond in params.delta_track.conditions:
+        runs = {
+            s: json.loads(paths.dots_metrics("masked_dpo", cond, s).read_text())
+            for s in params.delta_track.seeds
+        }
+        confidence = params.compare.confidence
+        found = compare_run_metrics(runs, stage_pairs, "val_reward_accuracy", confidence=confidence)
+        for name, entry in found.items():
+            post_training.setdefault(cond, {}).setdefault(name, {})["reward_accuracy"] = entry
 
 
 def main(params) -> None:
@@ -33,6 +48,8 @@ def main(params) -> None:
     stage_pairs = [(params.study.checkpoints[m].parent, m) for m in track]
     stage_pairs += [(a, b) for a, b in params.study.rivals if a in track and b in track]
     result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
+    if params.study.masks_from:
+        add_reward_accuracy(result["post_training"], stage_pairs, params)
 
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}
     table = accuracy_table(metrics)

@@ -433,7 +433,7 @@ def test_the_report_reads_every_workflow(reproduced):
     html = (repo / "reports/index.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # self-contained
     headline = json.loads((repo / "metrics/headline.json").read_text())
-    assert "gsm8k/sft_gsm8k/difference" in headline and "merge/baseline-0/accuracy" in headline
+    assert "gsm8k/sft_gsm8k/difference" in headline and "merge/baseline/accuracy" in headline
 
 
 def test_the_readmes_commands_run(reproduced):

@@ -13,6 +13,8 @@ from deltalab.errors import DataError
 from deltalab.evaluation.compare import (
     build_compare,
     compare_prediction_files,
+    compare_run_metric,
+    compare_run_metrics,
     compare_stage_files,
     load_predictions,
     write_compare,
@@ -253,6 +255,40 @@ def test_stage_against_its_parent_within_each_condition(tmp_path: Path) -> None:
     # b: only the parent right (question 3); c: only dpo right (questions 1, 2)
     assert (g["discordant_b"], g["discordant_c"]) == (1, 2)
     assert result["baseline"]["dpo_vs_sft_gsm8k"]["n_seeds"] == 1
+
+
+def test_a_number_per_run_is_compared_over_seeds() -> None:
+    """Masked DPO's reward accuracy: one number per run and seed, so only a seed-level interval."""
+    values = {0: (0.80, 0.75), 1: (0.70, 0.72), 2: (0.90, 0.79)}  # seed -> (reference, treatment)
+    out = compare_run_metric(values, "dpo", "masked_dpo")
+    assert out["dpo_accuracy"] == pytest.approx(0.80)
+    assert out["masked_dpo_accuracy"] == pytest.approx(0.7533333)
+    diffs = [-0.05, 0.02, -0.11]  # treatment - reference
+    assert out["difference"] == pytest.approx(sum(diffs) / 3)
+    assert out["n_seeds"] == 3 and out["seeds"] == pytest.approx(
+        {"seed0": -0.05, "seed1": 0.02, "seed2": -0.11}
+    )
+    # t(0.975, df=2) = 4.303: half-width 4.303 * sd / sqrt(3)
+    sd = (sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2) ** 0.5
+    half = 4.302653 * sd / 3**0.5
+    assert out["seeds_ci_low"] == pytest.approx(sum(diffs) / 3 - half, rel=1e-5)
+    assert out["seeds_ci_high"] == pytest.approx(sum(diffs) / 3 + half, rel=1e-5)
+    one = compare_run_metric({0: (0.8, 0.75)}, "dpo", "masked_dpo")
+    assert one["n_seeds"] == 1 and "seeds_ci_low" not in one and "seeds" not in one
+    with pytest.raises(ValueError, match="no seeds"):
+        compare_run_metric({}, "dpo", "masked_dpo")
+
+
+def test_run_metrics_only_for_pairs_every_seed_holds() -> None:
+    runs = {
+        0: {"dpo": {"acc": 0.8}, "masked": {"acc": 0.7}, "random": {"acc": 0.6}},
+        1: {"dpo": {"acc": 0.9}, "masked": {"acc": 0.8}},  # no random run in seed 1
+    }
+    pairs = [("dpo", "masked"), ("random", "masked"), ("sft_gsm8k", "dpo")]
+    out = compare_run_metrics(runs, pairs, "acc")
+    assert list(out) == ["masked_vs_dpo"]
+    assert out["masked_vs_dpo"]["difference"] == pytest.approx(-0.1)
+    assert out["masked_vs_dpo"]["seeds_sd"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_params_validation() -> None:

@@ -175,11 +175,14 @@ def render_stages(params: Params) -> dict[str, dict]:
     if study.evaluate:
         stages["evaluate"] = evaluate_stage("all", "${study.evaluate}")
     if study.evaluate and study.compare_conditions:
+        # the masked DPO runs' reward accuracies are compared over seeds too
+        reward = ["metrics/masked_dpo"] if study.masks_from else []
         stages["compare"] = stage(
             "stages/compare.py",
-            ["reports/predictions", "metrics/eval"],
+            ["reports/predictions", "metrics/eval", *reward],
             ["conditions", "seeds", "delta_track", "study.evaluate", "study.evaluate_track",
-             "study.rivals", "study.compare_conditions", "study.checkpoints", "compare"],
+             "study.rivals", "study.compare_conditions", "study.checkpoints", "study.masks_from",
+             "compare"],
             ["reports/evaluation"],
             metrics=[{"metrics/compare.json": NO_CACHE}],
             plots=[

@@ -255,6 +255,54 @@ def compare_stage_files(
     return out
 
 
+def compare_run_metric(
+    values: Mapping[int, tuple[float, float]],
+    reference: str,
+    treatment: str,
+    *,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """A number each training run reports once (e.g. DPO's validation reward accuracy), for two
+    runs per seed: `values` maps seed -> (reference value, treatment value). The means over seeds,
+    the mean difference (treatment - reference), per-seed rows, and with >= 2 seeds the
+    t-interval of the difference over seeds (training-run variance: the only variance a single
+    number per run can show)."""
+    if not values:
+        raise ValueError(f"no seeds to compare {treatment!r} with {reference!r}")
+    seeds = sorted(values)
+    ref = [float(values[s][0]) for s in seeds]
+    trt = [float(values[s][1]) for s in seeds]
+    out: dict[str, Any] = {
+        f"{reference}_accuracy": sum(ref) / len(ref),
+        f"{treatment}_accuracy": sum(trt) / len(trt),
+        "difference": (sum(trt) - sum(ref)) / len(seeds),
+        "n_seeds": len(seeds),
+    }
+    if len(seeds) > 1:
+        out["seeds"] = {f"seed{s}": t - r for s, r, t in zip(seeds, ref, trt, strict=True)}
+        out |= seed_interval([t - r for r, t in zip(ref, trt, strict=True)], confidence=confidence)
+    return out
+
+
+def compare_run_metrics(
+    runs: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    stage_pairs: Sequence[tuple[str, str]],
+    key: str,
+    *,
+    confidence: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """`compare_run_metric` of `key` for every (reference, treatment) pair that every seed's
+    runs (seed -> {run name: {key: value}}) hold, named `<treatment>_vs_<reference>`."""
+    out = {}
+    for reference, treatment in stage_pairs:
+        if runs and all({reference, treatment} <= set(r) for r in runs.values()):
+            values = {s: (r[reference][key], r[treatment][key]) for s, r in runs.items()}
+            out[f"{treatment}_vs_{reference}"] = compare_run_metric(
+                values, reference, treatment, confidence=confidence
+            )
+    return out
+
+
 def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:
     """Atomically write compare.json."""
     write_json(path, result)

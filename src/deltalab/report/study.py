@@ -14,6 +14,7 @@ import base64
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,18 +138,49 @@ def _conditions_section(page: Page, params: Any) -> None:
     page.figure(Path("reports/evaluation/accuracy.png"), "accuracy by condition and seed")
 
 
-def _post_training_section(page: Page, params: Any) -> None:
+def _post_training(page: Page, params: Any) -> dict[str, dict[str, Any]]:
+    """compare.json's post-training comparisons of this study's checkpoints, by condition."""
     if not params.study.compare_conditions:  # no compare stage in this study
-        return
-    compare = load(page.root, "metrics/compare.json")
-    post = (compare or {}).get("post_training")
-    if not post:
+        return {}
+    post = (load(page.root, "metrics/compare.json") or {}).get("post_training") or {}
+    declared = params.study.checkpoints
+    return {
+        cond: {
+            name: block
+            for name, block in comparisons.items()
+            if all(n in declared for n in name.split("_vs_"))  # not another study's run
+        }
+        for cond, comparisons in post.items()
+    }
+
+
+SEED_HEADER = ["condition", "comparison", "treatment", "reference", "difference", "seeds CI",
+               "verdict", "source"]  # fmt: skip
+
+
+def _seed_row(cond: str, name: str, metric: str, e: Mapping[str, Any], n_seeds: int) -> list[str]:
+    """A comparison over the delta-track seeds: the means, the difference, its seed-level
+    interval and the verdict."""
+    treatment, reference = name.split("_vs_")
+    return [
+        cond, f"{treatment} vs {reference}", cell(e.get(f"{treatment}_accuracy")),
+        cell(e.get(f"{reference}_accuracy")), f"{e['difference']:+.3f}",
+        ci(e.get("seeds_ci_low"), e.get("seeds_ci_high")), verdict(e, n_seeds),
+        f"`metrics/compare.json` › `post_training.{cond}.{name}.{metric}`",
+    ]  # fmt: skip
+
+
+def _post_training_section(page: Page, params: Any) -> None:
+    post = _post_training(page, params)
+    if not any(post.values()):
         return
     declared = params.study.checkpoints
     page.add(
         "## Post-training against parents and rivals",
         "",
-        "GSM8K test, paired on the same questions; pooled over the delta-track seeds.",
+        "GSM8K test, paired on the same questions and pooled over the delta-track seeds "
+        f"({', '.join(map(str, params.delta_track.seeds))}): the seed-level interval covers "
+        "training runs, the question-level one questions only.",
         "",
     )
     header = ["condition", "comparison", "treatment", "reference", "difference", "seeds CI",
@@ -157,20 +189,37 @@ def _post_training_section(page: Page, params: Any) -> None:
     for cond, comparisons in post.items():
         for name, block in comparisons.items():
             treatment, reference = name.split("_vs_")
-            if treatment not in declared or reference not in declared:
-                continue  # from another study's run
             e, n_seeds = block["gsm8k"], block.get("n_seeds", 1)
-            rows.append([
-                cond, f"{treatment} vs {reference}", cell(e.get(f"{treatment}_accuracy")),
-                cell(e.get(f"{reference}_accuracy")), f"{e['difference']:+.3f}",
-                ci(e.get("seeds_ci_low"), e.get("seeds_ci_high")),
-                ci(e.get("questions_ci_low"), e.get("questions_ci_high")), cell(e["mcnemar_p"]),
-                verdict(e, n_seeds),
-                f"`metrics/compare.json` › `post_training.{cond}.{name}.gsm8k`",
-            ])  # fmt: skip
+            row = _seed_row(cond, name, "gsm8k", e, n_seeds)
+            rows.append([*row[:6], ci(e.get("questions_ci_low"), e.get("questions_ci_high")),
+                         cell(e["mcnemar_p"]), *row[6:]])  # fmt: skip
             if declared[treatment].parent == reference:  # vs its own parent
                 page.headline[f"post/{cond}/{name}/difference"] = e["difference"]
+                if declared[treatment].recipe == "merge":
+                    page.headline[f"merge/{cond}/accuracy"] = e[f"{treatment}_accuracy"]
     page.table(header, rows)
+
+
+def _seed_table(page: Page, params: Any, wanted, metric: str, title: str) -> bool:
+    """The post-training comparisons (by name, `wanted`) that hold `metric`, over the seeds;
+    True when there were some. Each run's mean over the seeds goes to the headline."""
+    rows = []
+    for cond, comparisons in _post_training(page, params).items():
+        for name, block in comparisons.items():
+            if wanted(name) and metric in block:
+                e = block[metric]
+                rows.append(
+                    _seed_row(cond, name, metric, e, e.get("n_seeds", block.get("n_seeds", 1)))
+                )
+                if metric == "reward_accuracy":
+                    for run in name.split("_vs_"):
+                        page.headline[f"masked_dpo/{cond}/{run}/reward_accuracy"] = e[
+                            f"{run}_accuracy"
+                        ]
+    if rows:
+        page.add(title, "")
+        page.table(SEED_HEADER, rows)
+    return bool(rows)
 
 
 def _members(params: Any) -> list[tuple[str, int, str]]:
@@ -204,6 +253,9 @@ def _behavior_section(page: Page, params: Any) -> None:
         page.figure(Path(f"reports/behavior/{member}/passk.png"), f"pass@k, {member}")
 
 
+VERDICT_WORDS = {1.0: "holds", 0.5: "partly", 0.0: "does not hold"}
+
+
 def _deltas_section(page: Page, params: Any) -> None:
     found = [(m, load(page.root, f"metrics/deltas/{m}.json")) for *_, m in _members(params)]
     found = [(m, d) for m, d in found if d]
@@ -216,20 +268,40 @@ def _deltas_section(page: Page, params: Any) -> None:
         "each member's `reports/deltas/<member>/report.md`.",
         "",
     )
+    members = [m for m, _ in found]
+    claims: dict[tuple[str, str], dict[str, Mapping[str, Any]]] = {}
     for member, block in found:
-        rows = []
         for key, subjects in block.get("claims", {}).items():
-            claim = page.claims.get(key)
-            if claim is None:
-                continue
-            for subject, entry in subjects.items():
-                word = {1.0: "holds", 0.5: "partly", 0.0: "does not hold"}.get(entry["verdict"])
-                rows.append([
-                    claim.text, claim.published, subject, claim.format(entry["value"]),
-                    word or "n/a", f"`metrics/deltas/{member}.json` › `claims.{key}.{subject}`",
-                ])  # fmt: skip
-        page.add(f"{member} (one training run per delta: these are not seed-level findings):", "")
-        page.table(["claim", "published", "delta", "ours", "verdict", "source"], rows)
+            if key in page.claims:
+                for subject, entry in subjects.items():
+                    claims.setdefault((key, subject), {})[member] = entry
+    rows = []
+    for (key, subject), by_member in claims.items():
+        claim = page.claims[key]
+        values = [claim.format(by_member[m]["value"]) if m in by_member else "–" for m in members]
+        words = [
+            VERDICT_WORDS.get(by_member[m]["verdict"], "n/a") for m in members if m in by_member
+        ]
+        if len(members) == 1:
+            word = words[0]
+        elif len(set(words)) == 1:  # one training run per delta and seed: judged in each
+            word = f"{words[0]} in all {len(words)} seeds"
+        else:
+            counts = Counter(words)
+            word = ", ".join(f"{w} in {counts[w]}" for w in counts) + f" of {len(words)} seeds"
+        sources = ", ".join(
+            f"`metrics/deltas/{m}.json` › `claims.{key}.{subject}`" for m in by_member
+        )
+        rows.append([claim.text, claim.published, subject, *values, word, sources])
+    page.add(
+        "One training run per delta and seed: a claim is judged in each seed, and holds only "
+        "where it holds in every one."
+        if len(members) > 1
+        else f"{members[0]} (one training run per delta: these are not seed-level findings):",
+        "",
+    )
+    page.table(["claim", "published", "delta", *members, "verdict", "source"], rows)
+    for member in members:
         page.figure(Path(f"reports/deltas/{member}/methods.png"), f"deltas by method, {member}")
 
 
@@ -243,6 +315,11 @@ def _merge_section(page: Page, params: Any) -> None:
     if not found:
         return
     page.add("## The merge search (DoTS) and the merged model", "")
+    merges = {n for n, spec in params.study.checkpoints.items() if spec.recipe == "merge"}
+    pooled = _seed_table(
+        page, params, lambda name: name.split("_vs_")[0] in merges, "gsm8k",
+        "The merged model against the models it merges, GSM8K over the delta-track seeds:",
+    )  # fmt: skip
     for member, search, merge in found:
         if search:
             chosen = search["chosen"]
@@ -267,7 +344,7 @@ def _merge_section(page: Page, params: Any) -> None:
                     "–" if vs is None else cell(vs["mcnemar_p"]),
                     f"`metrics/merge/{member}.json` › `accuracy.{name}`",
                 ])  # fmt: skip
-                if name == "merged":
+                if name == "merged" and not pooled:
                     page.headline[f"merge/{member}/accuracy"] = acc
                     page.headline[f"merge/{member}/vs_{best}"] = vs and vs["difference"]
             page.add(f"GSM8K of the merges against the better single model ({best}); "
@@ -286,6 +363,11 @@ def _masks_section(page: Page, params: Any) -> None:
     if not found:
         return
     page.add("## Weight-delta masks and masked DPO", "")
+    pooled = _seed_table(
+        page, params, lambda name: True, "reward_accuracy",
+        "Validation reward accuracy of the masked runs against their rivals, over the "
+        "delta-track seeds (one number per run):",
+    )  # fmt: skip
     for member, masks, masked in found:
         if masks:
             rows = [
@@ -312,9 +394,10 @@ def _masks_section(page: Page, params: Any) -> None:
                     cell(run.get("frozen_changed")),
                     f"`metrics/masked_dpo/{member}.json` › `{name}`",
                 ])  # fmt: skip
-                page.headline[f"masked_dpo/{member}/{name}/reward_accuracy"] = run[
-                    "val_reward_accuracy"
-                ]
+                if not pooled:
+                    page.headline[f"masked_dpo/{member}/{name}/reward_accuracy"] = run[
+                        "val_reward_accuracy"
+                    ]
             page.table(["run", "mask", "validation reward accuracy", "frozen entries changed",
                         "source"], rows)  # fmt: skip
         page.figure(Path(f"reports/masks/{member}/jaccard_layers.png"), f"mask overlap, {member}")
