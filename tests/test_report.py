@@ -21,12 +21,13 @@ from tests.servers import missing
 from tests.tiny import ROOT, tiny_params
 
 SOURCE = re.compile(r"`(metrics/[^`]+\.json)` › `([^`]+)`")
+MEMBERS = ("baseline-0", "baseline-1")  # the committed run's delta track
 FIGURES = [
     "reports/evaluation/accuracy.png",
-    "reports/behavior/baseline-0/passk.png",
-    "reports/deltas/baseline-0/methods.png",
-    "reports/search/baseline-0/search.png",
-    "reports/masks/baseline-0/jaccard_layers.png",
+    *[f"reports/behavior/{m}/passk.png" for m in MEMBERS],
+    *[f"reports/deltas/{m}/methods.png" for m in MEMBERS],
+    *[f"reports/search/{m}/search.png" for m in MEMBERS],
+    *[f"reports/masks/{m}/jaccard_layers.png" for m in MEMBERS],
 ]
 
 
@@ -88,6 +89,9 @@ def test_verdicts_follow_the_seed_interval():
     one = report.verdict({"questions_ci_low": 0.1, "questions_ci_high": 0.3}, 1)
     assert one.startswith("one seed: not a finding")
     assert report.verdict({"seeds_ci_low": 0.0, "seeds_ci_high": 0.2}, 2).startswith("not")
+    same = {"seeds_ci_low": -0.054, "seeds_ci_high": -0.054, "seeds_sd": 0.0}
+    assert report.verdict(same, 2).startswith("not established (2 seeds, identical differences")
+    assert report.verdict(same | {"seeds_sd": 1e-9}, 2).startswith("**finding**")
 
 
 def test_the_committed_runs_verdicts(study_root):
@@ -107,6 +111,62 @@ def test_reruns_are_byte_identical_and_headline_is_small(study_root):
     numbers = report.headline(first)
     assert 8 <= len(numbers) <= 20
     assert numbers["gsm8k/sft_gsm8k/difference"] == pytest.approx(-0.02, abs=1e-4)
+
+
+def _rows(text: str, *needles: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith("|") and all(n in ln for n in needles)]
+
+
+def test_two_delta_seeds_give_every_track_comparison_a_seed_interval(study_root):
+    """The merge against the models it merges and the masked runs' reward accuracy against their
+    rivals are judged over the delta-track seeds; the claims are judged in each seed."""
+    text = report.markdown(report.build(tiny_params(), study_root, CLAIM_BY_KEY))
+    compare = json.loads((study_root / "metrics/compare.json").read_text())["post_training"]
+    for name, metric in [("merged_vs_rlvr", "gsm8k"), ("merged_vs_sft_gsm8k", "gsm8k"),
+                         ("masked_dpo_vs_dpo", "reward_accuracy"),
+                         ("masked_dpo_vs_masked_dpo_random", "reward_accuracy")]:  # fmt: skip
+        entry = compare["baseline"][name][metric]
+        (row,) = _rows(text, f"`post_training.baseline.{name}.{metric}`")
+        assert report.ci(entry["seeds_ci_low"], entry["seeds_ci_high"]) in row
+        n_seeds = entry.get("n_seeds", compare["baseline"][name].get("n_seeds"))
+        assert n_seeds == 2 and report.verdict(entry, 2) in row
+    header = next(ln for ln in text.splitlines() if ln.startswith("| claim |"))
+    assert "| baseline-0 | baseline-1 | verdict |" in header
+    claims = _rows(text, "`metrics/deltas/baseline-1.json`")
+    assert claims and all("seeds |" in row for row in claims)
+    numbers = report.headline(report.build(tiny_params(), study_root, CLAIM_BY_KEY))
+    assert "merge/baseline/accuracy" in numbers and not any("baseline-0" in k for k in numbers)
+    reward = compare["baseline"]["masked_dpo_vs_dpo"]["reward_accuracy"]
+    assert numbers["masked_dpo/baseline/masked_dpo/reward_accuracy"] == pytest.approx(
+        reward["masked_dpo_accuracy"], abs=1e-4
+    )
+
+
+def test_claims_that_differ_between_seeds_say_so(study_root):
+    deltas = study_root / "metrics/deltas/baseline-1.json"
+    block = json.loads(deltas.read_text())
+    key, subjects = next(iter(block["claims"].items()))
+    subject = next(iter(subjects))
+    first = json.loads((study_root / "metrics/deltas/baseline-0.json").read_text())
+    flipped = 0.0 if first["claims"][key][subject]["verdict"] == 1.0 else 1.0
+    block["claims"][key][subject]["verdict"] = flipped
+    deltas.write_text(json.dumps(block))
+    text = report.markdown(report.build(tiny_params(), study_root, CLAIM_BY_KEY))
+    (row,) = _rows(text, f"`metrics/deltas/baseline-1.json` › `claims.{key}.{subject}`")
+    assert "holds in 1, does not hold in 1 of 2 seeds" in row or (
+        "does not hold in 1, holds in 1 of 2 seeds" in row
+    )
+
+
+def test_one_delta_seed_keeps_per_member_headline_and_says_one_seed(study_root):
+    params = tiny_params({"delta_track": {"conditions": ["baseline"], "seeds": [0]}})
+    (study_root / "metrics/compare.json").unlink()  # a study without the compare stage's output
+    page = report.build(params, study_root, CLAIM_BY_KEY)
+    numbers = report.headline(page)
+    assert "merge/baseline-0/accuracy" in numbers
+    assert "masked_dpo/baseline-0/masked_dpo/reward_accuracy" in numbers
+    text = report.markdown(page)
+    assert "baseline-0 (one training run per delta" in text and "baseline-1" not in text
 
 
 def test_a_profile_without_workflows_gets_only_its_sections(tmp_path):

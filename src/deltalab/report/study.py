@@ -67,9 +67,12 @@ def ci(low: float | None, high: float | None) -> str:
 
 
 def verdict(entry: Mapping[str, Any], n_seeds: int) -> str:
-    """A difference is a finding only when the seed-level interval excludes 0."""
+    """A difference is a finding only when the seed-level interval excludes 0. Seeds whose
+    differences are all equal give a zero-width t-interval: the spread is unmeasured, not zero."""
     if n_seeds < 2 or entry.get("seeds_ci_low") is None:
         return "one seed: not a finding"
+    if entry.get("seeds_sd") == 0:  # e.g. two seeds one reward-accuracy step apart each
+        return f"not established ({n_seeds} seeds, identical differences: no spread to measure)"
     low, high = entry["seeds_ci_low"], entry["seeds_ci_high"]
     if low > 0 or high < 0:
         return f"**finding** ({'higher' if low > 0 else 'lower'})"
@@ -285,7 +288,7 @@ def _deltas_section(page: Page, params: Any) -> None:
         if len(members) == 1:
             word = words[0]
         elif len(set(words)) == 1:  # one training run per delta and seed: judged in each
-            word = f"{words[0]} in all {len(words)} seeds"
+            word = f"{words[0]} in {'both' if len(words) == 2 else f'all {len(words)}'} seeds"
         else:
             counts = Counter(words)
             word = ", ".join(f"{w} in {counts[w]}" for w in counts) + f" of {len(words)} seeds"
