@@ -46,7 +46,11 @@ def main(params) -> None:
     conditions = params.study.compare_conditions
     result = compare_prediction_files(files, params.compare, conditions, skip_unpaired_models=True)
     stage_pairs = [(params.study.checkpoints[m].parent, m) for m in track]
-    stage_pairs += [(a, b) for a, b in params.study.rivals if a in track and b in track]
+    # rivals: both evaluated, at least one on the delta track (e.g. merged vs sft_gsm8k)
+    evaluated = {*models, *track}
+    stage_pairs += [
+        (a, b) for a, b in params.study.rivals if {a, b} <= evaluated and {a, b} & set(track)
+    ]
     result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
     if params.study.masks_from:
         add_reward_accuracy(result["post_training"], stage_pairs, params)
