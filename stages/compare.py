@@ -2,13 +2,14 @@
 bootstrap interval over questions, exact McNemar p-value (pooled over seeds), per-seed rows and
 the t-interval over seeds — and, within each delta-track condition, each post-training stage
 against its parent (dpo vs sft_gsm8k, rlvr vs sft_tulu) and its rivals on the same questions, with
-the masked DPO runs' validation reward accuracy against their rivals over the seeds; plus the
-accuracy figures."""
+the masked DPO runs' validation reward accuracy against their rivals and the merge stage's
+reference merges against the better single model over the seeds; plus the accuracy figures."""
 
 import json
 
 from deltalab import paths, stage
 from deltalab.evaluation.compare import (
+    compare_merge_references,
     compare_prediction_files,
     compare_run_metrics,
     compare_stage_files,
@@ -29,6 +30,19 @@ def add_reward_accuracy(post_training: dict, stage_pairs, params) -> None:
         found = compare_run_metrics(runs, stage_pairs, "val_reward_accuracy", confidence=confidence)
         for name, entry in found.items():
             post_training.setdefault(cond, {}).setdefault(name, {})["reward_accuracy"] = entry
+
+
+def merge_references(params) -> dict:
+    """The merge stage's reference merges against the better single model, over the seeds."""
+    declared = set(params.study.checkpoints)
+    out = {}
+    for cond in params.delta_track.conditions:
+        runs = {
+            s: json.loads(paths.dots_metrics("merge", cond, s).read_text())
+            for s in params.delta_track.seeds
+        }
+        out[cond] = compare_merge_references(runs, declared, confidence=params.compare.confidence)
+    return out
 
 
 def main(params) -> None:
@@ -54,6 +68,8 @@ def main(params) -> None:
     result["post_training"] = compare_stage_files(files, stage_pairs, params.compare)
     if params.study.masks_from:
         add_reward_accuracy(result["post_training"], stage_pairs, params)
+    if params.study.task_vectors:
+        result["merge_references"] = merge_references(params)
 
     metrics = {k: json.loads(paths.eval_metrics(*k).read_text()) for k in keys}
     table = accuracy_table(metrics)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from deltalab.errors import DataError
 from deltalab.evaluation.compare import (
     build_compare,
+    compare_merge_references,
     compare_prediction_files,
     compare_run_metric,
     compare_run_metrics,
@@ -289,6 +290,27 @@ def test_run_metrics_only_for_pairs_every_seed_holds() -> None:
     assert list(out) == ["masked_vs_dpo"]
     assert out["masked_vs_dpo"]["difference"] == pytest.approx(-0.1)
     assert out["masked_vs_dpo"]["seeds_sd"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_merge_references_against_the_better_single_model_over_seeds() -> None:
+    def merge(sft: float, rlvr: float, dense: float, merged: float) -> dict:
+        accuracy = {"sft_gsm8k": sft, "rlvr": rlvr, "dense_1_1": dense, "merged": merged}
+        return {"accuracy": accuracy, "vs_best_single": {"dense_1_1": {}, "merged": {}}}
+
+    # seed 1's better single model is rlvr, but sft_gsm8k is better on the mean over seeds
+    runs = {0: merge(0.60, 0.15, 0.50, 0.49), 1: merge(0.30, 0.35, 0.40, 0.15)}
+    out = compare_merge_references(runs, exclude={"merged"})
+    assert out["best_single"] == "sft_gsm8k" and set(out) == {
+        "best_single",
+        "dense_1_1_vs_sft_gsm8k",
+    }
+    dense = out["dense_1_1_vs_sft_gsm8k"]
+    assert dense["seeds"] == pytest.approx({"seed0": -0.10, "seed1": 0.10})
+    assert (
+        dense["difference"] == pytest.approx(0.0)
+        and dense["seeds_ci_low"] < 0 < dense["seeds_ci_high"]
+    )
+    assert "merged_vs_sft_gsm8k" in compare_merge_references(runs)
 
 
 def test_params_validation() -> None:

@@ -130,6 +130,13 @@ def test_two_delta_seeds_give_every_track_comparison_a_seed_interval(study_root)
         assert report.ci(entry["seeds_ci_low"], entry["seeds_ci_high"]) in row
         n_seeds = entry.get("n_seeds", compare["baseline"][name].get("n_seeds"))
         assert n_seeds == 2 and report.verdict(entry, 2) in row
+    references = json.loads((study_root / "metrics/compare.json").read_text())["merge_references"]
+    best = references["baseline"]["best_single"]
+    for name in ("dense_1_1", "sparse_1_1", "ties_1_1", "dare_ties_1_1", "ram_1_1"):
+        entry = references["baseline"][f"{name}_vs_{best}"]
+        (row,) = _rows(text, f"`merge_references.baseline.{name}_vs_{best}`")
+        assert report.ci(entry["seeds_ci_low"], entry["seeds_ci_high"]) in row
+        assert report.verdict(entry, 2) in row
     header = next(ln for ln in text.splitlines() if ln.startswith("| claim |"))
     assert "| baseline-0 | baseline-1 | verdict |" in header
     claims = _rows(text, "`metrics/deltas/baseline-1.json`")

@@ -176,13 +176,15 @@ def render_stages(params: Params) -> dict[str, dict]:
         stages["evaluate"] = evaluate_stage("all", "${study.evaluate}")
     if study.evaluate and study.compare_conditions:
         # the masked DPO runs' reward accuracies are compared over seeds too
+        # per-run numbers compared over seeds: masked DPO's reward accuracy, the merges' GSM8K
         reward = ["metrics/masked_dpo"] if study.masks_from else []
+        reward += ["metrics/merge"] if study.task_vectors else []
         stages["compare"] = stage(
             "stages/compare.py",
             ["reports/predictions", "metrics/eval", *reward],
             ["conditions", "seeds", "delta_track", "study.evaluate", "study.evaluate_track",
              "study.rivals", "study.compare_conditions", "study.checkpoints", "study.masks_from",
-             "compare"],
+             "study.task_vectors", "compare"],
             ["reports/evaluation"],
             metrics=[{"metrics/compare.json": NO_CACHE}],
             plots=[

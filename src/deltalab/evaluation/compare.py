@@ -33,7 +33,7 @@ the top level). Every flattened key (`sft_gsm8k.probes.times_table.difference`) 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,26 @@ def compare_run_metrics(
                 values, reference, treatment, confidence=confidence
             )
     return out
+
+
+def compare_merge_references(
+    runs: Mapping[int, Mapping[str, Any]],
+    exclude: Collection[str] = (),
+    *,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
+    """The merge stage's merges (metrics/merge/<cond>-<seed>.json, by seed) against the single
+    model with the higher mean accuracy over the seeds: `{"best_single": name,
+    "<merge>_vs_<best>": compare_run_metric(...)}`, leaving out the merges named in `exclude`
+    (the study's own checkpoints, compared on their predictions elsewhere)."""
+    first = runs[min(runs)]
+    singles = [n for n in first["accuracy"] if n not in first["vs_best_single"]]
+    best = max(singles, key=lambda n: sum(r["accuracy"][n] for r in runs.values()))
+    merges = [n for n in first["vs_best_single"] if n not in exclude]
+    accuracy = {s: {n: {"accuracy": a} for n, a in r["accuracy"].items()} for s, r in runs.items()}
+    pairs = [(best, m) for m in merges]
+    found = compare_run_metrics(accuracy, pairs, "accuracy", confidence=confidence)
+    return {"best_single": best, **found}
 
 
 def write_compare(path: str | os.PathLike, result: Mapping[str, Any]) -> None:

@@ -161,15 +161,15 @@ SEED_HEADER = ["condition", "comparison", "treatment", "reference", "difference"
                "verdict", "source"]  # fmt: skip
 
 
-def _seed_row(cond: str, name: str, metric: str, e: Mapping[str, Any], n_seeds: int) -> list[str]:
+def _seed_row(cond: str, name: str, e: Mapping[str, Any], n_seeds: int, key: str) -> list[str]:
     """A comparison over the delta-track seeds: the means, the difference, its seed-level
-    interval and the verdict."""
+    interval and the verdict; `key`: where it is in compare.json."""
     treatment, reference = name.split("_vs_")
     return [
         cond, f"{treatment} vs {reference}", cell(e.get(f"{treatment}_accuracy")),
         cell(e.get(f"{reference}_accuracy")), f"{e['difference']:+.3f}",
         ci(e.get("seeds_ci_low"), e.get("seeds_ci_high")), verdict(e, n_seeds),
-        f"`metrics/compare.json` › `post_training.{cond}.{name}.{metric}`",
+        f"`metrics/compare.json` › `{key}`",
     ]  # fmt: skip
 
 
@@ -193,7 +193,7 @@ def _post_training_section(page: Page, params: Any) -> None:
         for name, block in comparisons.items():
             treatment, reference = name.split("_vs_")
             e, n_seeds = block["gsm8k"], block.get("n_seeds", 1)
-            row = _seed_row(cond, name, "gsm8k", e, n_seeds)
+            row = _seed_row(cond, name, e, n_seeds, f"post_training.{cond}.{name}.gsm8k")
             rows.append([*row[:6], ci(e.get("questions_ci_low"), e.get("questions_ci_high")),
                          cell(e["mcnemar_p"]), *row[6:]])  # fmt: skip
             if declared[treatment].parent == reference:  # vs its own parent
@@ -211,9 +211,9 @@ def _seed_table(page: Page, params: Any, wanted, metric: str, title: str) -> boo
         for name, block in comparisons.items():
             if wanted(name) and metric in block:
                 e = block[metric]
-                rows.append(
-                    _seed_row(cond, name, metric, e, e.get("n_seeds", block.get("n_seeds", 1)))
-                )
+                n_seeds = e.get("n_seeds", block.get("n_seeds", 1))
+                key = f"post_training.{cond}.{name}.{metric}"
+                rows.append(_seed_row(cond, name, e, n_seeds, key))
                 if metric == "reward_accuracy":
                     for run in name.split("_vs_"):
                         page.headline[f"masked_dpo/{cond}/{run}/reward_accuracy"] = e[
@@ -323,6 +323,17 @@ def _merge_section(page: Page, params: Any) -> None:
         page, params, lambda name: name.split("_vs_")[0] in merges, "gsm8k",
         "The merged model against the models it merges, GSM8K over the delta-track seeds:",
     )  # fmt: skip
+    references = (load(page.root, "metrics/compare.json") or {}).get("merge_references", {})
+    rows = [
+        _seed_row(cond, name, e, e["n_seeds"], f"merge_references.{cond}.{name}")
+        for cond, block in references.items()
+        for name, e in block.items()
+        if name != "best_single"
+    ]
+    if rows:
+        page.add("The merge stage's reference merges against the better single model, GSM8K over "
+                 "the delta-track seeds (one accuracy per merge and seed):", "")  # fmt: skip
+        page.table(SEED_HEADER, rows)
     for member, search, merge in found:
         if search:
             chosen = search["chosen"]
