@@ -91,7 +91,8 @@ def test_verdicts_follow_the_seed_interval():
     assert report.verdict({"seeds_ci_low": 0.0, "seeds_ci_high": 0.2}, 2).startswith("not")
     same = {"seeds_ci_low": -0.054, "seeds_ci_high": -0.054, "seeds_sd": 0.0}
     assert report.verdict(same, 2).startswith("not established (2 seeds, identical differences")
-    assert report.verdict(same | {"seeds_sd": 1e-9}, 2).startswith("**finding**")
+    assert report.verdict(same | {"seeds_sd": 2.8e-17}, 2) == report.verdict(same, 2)
+    assert report.verdict(same | {"seeds_sd": 1e-6}, 2).startswith("**finding**")
 
 
 def test_the_committed_runs_verdicts(study_root):

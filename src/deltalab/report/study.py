@@ -71,7 +71,8 @@ def verdict(entry: Mapping[str, Any], n_seeds: int) -> str:
     differences are all equal give a zero-width t-interval: the spread is unmeasured, not zero."""
     if n_seeds < 2 or entry.get("seeds_ci_low") is None:
         return "one seed: not a finding"
-    if entry.get("seeds_sd") == 0:  # e.g. two seeds one reward-accuracy step apart each
+    # e.g. two seeds six reward-accuracy steps apart each (float rounding: not exactly 0)
+    if entry.get("seeds_sd") is not None and entry["seeds_sd"] < 1e-9:
         return f"not established ({n_seeds} seeds, identical differences: no spread to measure)"
     low, high = entry["seeds_ci_low"], entry["seeds_ci_high"]
     if low > 0 or high < 0:
