@@ -166,8 +166,22 @@ def test_evaluation_metrics_and_compare(reproduced):
         "masked_dpo_random_vs_sft_gsm8k",
         "masked_dpo_vs_dpo",
         "masked_dpo_vs_masked_dpo_random",
+        "merged_vs_sft_gsm8k",  # rivals: the merge against the models it merges
+        "merged_vs_rlvr",
     }
     assert post["dpo_vs_sft_gsm8k"]["gsm8k"]["n"] == 24
+    # per-run numbers compared over the delta-track seeds (one here: no interval)
+    reward = post["masked_dpo_vs_dpo"]["reward_accuracy"]
+    masked = json.loads((repo / "metrics/masked_dpo/baseline-0.json").read_text())
+    assert reward["dpo_accuracy"] == masked["dpo"]["val_reward_accuracy"]
+    assert reward["n_seeds"] == 1 and "seeds_ci_low" not in reward
+    references = compare["merge_references"]["baseline"]
+    merge = json.loads((repo / "metrics/merge/baseline-0.json").read_text())
+    best = references["best_single"]
+    assert best in ("sft_gsm8k", "rlvr") and "merged_vs_" + best not in references
+    assert references[f"dense_1_1_vs_{best}"]["difference"] == pytest.approx(
+        merge["accuracy"]["dense_1_1"] - merge["accuracy"][best]
+    )
     assert post["dpo_vs_sft_gsm8k"]["n_seeds"] == 1  # the delta track trains seed 0 only
     assert (repo / "reports/evaluation/accuracy.png").stat().st_size > 1000
     assert "sft_gsm8k · mul_tokens" in (repo / "metrics/plots/eval/accuracy.csv").read_text()
