@@ -168,6 +168,21 @@ def test_claims_that_differ_between_seeds_say_so(study_root):
     assert f"| {words[0]} in 1, {words[1]} in 1 of 2 seeds |" in row
 
 
+def test_the_readme_sections_keep_the_seed_level_tables_and_drop_per_seed_detail(study_root):
+    params = tiny_params()
+    masks = report.section(params, study_root, CLAIM_BY_KEY, "masks")
+    assert "| masks | baseline-0 | baseline-1 | random | source |" in masks  # side by side
+    assert "masked_dpo_vs_dpo.reward_accuracy" in masks
+    assert "| run | mask |" not in masks and "Frozen entries changed" in masks
+    merge = report.section(params, study_root, CLAIM_BY_KEY, "merge")
+    assert "merge_references.baseline." in merge and "| model | accuracy |" not in merge
+    for member in MEMBERS:
+        acc = json.loads((study_root / f"metrics/merge/{member}.json").read_text())["accuracy"]
+        assert f"{member}: merged {acc['merged']:.3g}" in merge
+    full = report.markdown(report.build(params, study_root, CLAIM_BY_KEY))
+    assert full.count("| model | accuracy |") == len(MEMBERS)  # the report keeps every seed's
+
+
 def test_one_delta_seed_keeps_per_member_headline_and_says_one_seed(study_root):
     params = tiny_params({"delta_track": {"conditions": ["baseline"], "seeds": [0]}})
     (study_root / "metrics/compare.json").unlink()  # a study without the compare stage's output

@@ -31,10 +31,13 @@ HEADLINE = Path("metrics/headline.json")
 @dataclass
 class Page:
     """The report being written: markdown lines, the figures it shows, headline numbers.
-    `embed_figures` False leaves figures out (the README, where reports/ are DVC outputs)."""
+    `embed_figures` False leaves figures out (the README, where reports/ are DVC outputs);
+    `per_seed` False leaves out each seed's detail tables where a seed-level table stands above
+    them (the README's short results; the report keeps everything)."""
 
     root: Path
     embed_figures: bool = True
+    per_seed: bool = True
     lines: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
     headline: dict[str, float | None] = field(default_factory=dict)
@@ -347,7 +350,15 @@ def _merge_section(page: Page, params: Any) -> None:
                 "",
             )
             page.figure(Path(f"reports/search/{member}/search.png"), f"search trials, {member}")
-        if merge:
+        if merge and pooled and not page.per_seed:
+            best = merge["best_single"]
+            page.add(
+                f"{member}: merged {cell(merge['accuracy']['merged'])}, {best} "
+                f"{cell(merge['accuracy'][best])} (`metrics/merge/{member}.json` › `accuracy`; "
+                "every merge of the seed: `reports/index.md`).",
+                "",
+            )
+        elif merge:
             best = merge["best_single"]
             rows = []
             for name, acc in merge["accuracy"].items():
@@ -383,6 +394,9 @@ def _masks_section(page: Page, params: Any) -> None:
         "Validation reward accuracy of the masked runs against their rivals, over the "
         "delta-track seeds (one number per run):",
     )  # fmt: skip
+    if pooled and not page.per_seed:  # the README: each seed's overlaps side by side
+        _masks_by_seed(page, found)
+        return
     for member, masks, masked in found:
         if masks:
             rows = [
@@ -418,6 +432,30 @@ def _masks_section(page: Page, params: Any) -> None:
         page.figure(Path(f"reports/masks/{member}/jaccard_layers.png"), f"mask overlap, {member}")
 
 
+def _masks_by_seed(page: Page, found: Sequence[tuple[str, Any, Any]]) -> None:
+    members = [m for m, masks, _ in found if masks]
+    by_member = {m: masks for m, masks, _ in found if masks}
+    if members:
+        first = by_member[members[0]]
+        rows = [
+            [pair, *[cell(by_member[m]["jaccard"][pair]["pooled"]) for m in members],
+             cell(first["jaccard"][pair]["random"]),
+             ", ".join(f"`metrics/masks/{m}.json` › `jaccard.{pair}`" for m in members)]
+            for pair in first["jaccard"]
+        ]  # fmt: skip
+        page.add(f"Masks at density {first['density']:.0%} ({first['selection']} selection): "
+                 "Jaccard per seed, against random masks:", "")  # fmt: skip
+        page.table(["masks", *members, "random", "source"], rows)
+    changed = [
+        f"{sum(r.get('frozen_changed') or 0 for r in masked.values())} "
+        f"(`metrics/masked_dpo/{m}.json`)"
+        for m, _, masked in found
+        if masked
+    ]
+    if changed:
+        page.add(f"Frozen entries changed by the masked runs, per seed: {', '.join(changed)}.", "")
+
+
 SECTIONS = {
     "conditions": _conditions_section,
     "post_training": _post_training_section,
@@ -449,7 +487,7 @@ def build(params: Any, root: Path, claims: Mapping[str, Any], profile: str = "pa
 
 def section(params: Any, root: Path, claims: Mapping[str, Any], name: str, level: int = 4) -> str:
     """One section of the report as README text: its heading at `level`, no figures."""
-    page = Page(Path(root), embed_figures=False, claims=claims)
+    page = Page(Path(root), embed_figures=False, per_seed=False, claims=claims)
     SECTIONS[name](page, params)
     lines = ["#" * level + line[2:] if line.startswith("## ") else line for line in page.lines]
     return "\n".join(lines).strip() + "\n"
