@@ -19,13 +19,18 @@ from deltalab.evaluation.compare import (
 from deltalab.report.evaluation import accuracy_table, plot_accuracy, write_plot_data
 
 
+def per_seed(params, stage_name: str, cond: str) -> dict[int, dict]:
+    """metrics/<stage>/<cond>-<seed>.json of every delta-track seed."""
+    return {
+        s: json.loads(paths.dots_metrics(stage_name, cond, s).read_text())
+        for s in params.delta_track.seeds
+    }
+
+
 def add_reward_accuracy(post_training: dict, stage_pairs, params) -> None:
     """The masked DPO runs' validation reward accuracy against their rivals, over the seeds."""
     for cond in params.delta_track.conditions:
-        runs = {
-            s: json.loads(paths.dots_metrics("masked_dpo", cond, s).read_text())
-            for s in params.delta_track.seeds
-        }
+        runs = per_seed(params, "masked_dpo", cond)
         confidence = params.compare.confidence
         found = compare_run_metrics(runs, stage_pairs, "val_reward_accuracy", confidence=confidence)
         for name, entry in found.items():
@@ -34,15 +39,13 @@ def add_reward_accuracy(post_training: dict, stage_pairs, params) -> None:
 
 def merge_references(params) -> dict:
     """The merge stage's reference merges against the better single model, over the seeds."""
-    declared = set(params.study.checkpoints)
-    out = {}
-    for cond in params.delta_track.conditions:
-        runs = {
-            s: json.loads(paths.dots_metrics("merge", cond, s).read_text())
-            for s in params.delta_track.seeds
-        }
-        out[cond] = compare_merge_references(runs, declared, confidence=params.compare.confidence)
-    return out
+    declared, confidence = set(params.study.checkpoints), params.compare.confidence
+    return {
+        cond: compare_merge_references(
+            per_seed(params, "merge", cond), declared, confidence=confidence
+        )
+        for cond in params.delta_track.conditions
+    }
 
 
 def main(params) -> None:

@@ -17,6 +17,7 @@ from deltalab.evaluation.compare import (
     compare_run_metric,
     compare_run_metrics,
     compare_stage_files,
+    compare_summary,
     load_predictions,
     write_compare,
 )
@@ -311,6 +312,22 @@ def test_merge_references_against_the_better_single_model_over_seeds() -> None:
         and dense["seeds_ci_low"] < 0 < dense["seeds_ci_high"]
     )
     assert "merged_vs_sft_gsm8k" in compare_merge_references(runs)
+
+
+def test_summary_names_the_interval_of_every_track_comparison() -> None:
+    reward = compare_run_metric({0: (0.8, 0.75), 1: (0.7, 0.72)}, "dpo", "masked_dpo")
+    one = compare_run_metric({0: (0.8, 0.75)}, "dpo", "masked_dpo")
+    result = {
+        "post_training": {"baseline": {"masked_dpo_vs_dpo": {"reward_accuracy": reward}}},
+        "merge_references": {"baseline": {"best_single": "sft_gsm8k", "ram_vs_sft_gsm8k": one}},
+    }
+    text = compare_summary(result, [], CONDITIONS)
+    low, high = reward["seeds_ci_low"], reward["seeds_ci_high"]
+    assert (
+        f"masked_dpo_vs_dpo: reward accuracy diff -0.015, seeds [{low:+.3f}, {high:+.3f}]" in text
+    )
+    assert "baseline ram_vs_sft_gsm8k: GSM8K diff -0.050, one seed" in text
+    assert "best_single" not in text
 
 
 def test_params_validation() -> None:

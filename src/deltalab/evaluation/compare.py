@@ -349,10 +349,24 @@ def compare_summary(
         )
     for cond, comparisons in result.get("post_training", {}).items():
         for name, entry in comparisons.items():
-            g = entry["gsm8k"]
-            lines.append(
-                f"{cond} {name}: GSM8K diff {g['difference']:+.3f}, questions "
-                f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], "
-                f"McNemar p={g['mcnemar_p']:.3g}"
-            )
+            if g := entry.get("gsm8k"):
+                lines.append(
+                    f"{cond} {name}: GSM8K diff {g['difference']:+.3f}, questions "
+                    f"[{g['questions_ci_low']:+.3f}, {g['questions_ci_high']:+.3f}], "
+                    f"{_seeds_text(g)}, McNemar p={g['mcnemar_p']:.3g}"
+                )
+            if r := entry.get("reward_accuracy"):
+                lines.append(
+                    f"{cond} {name}: reward accuracy diff {r['difference']:+.3f}, {_seeds_text(r)}"
+                )
+    for cond, block in result.get("merge_references", {}).items():
+        for name, e in block.items():
+            if name != "best_single":
+                lines.append(f"{cond} {name}: GSM8K diff {e['difference']:+.3f}, {_seeds_text(e)}")
     return "\n".join(lines)
+
+
+def _seeds_text(entry: Mapping[str, Any]) -> str:
+    if entry.get("seeds_ci_low") is None:
+        return "one seed"
+    return f"seeds [{entry['seeds_ci_low']:+.3f}, {entry['seeds_ci_high']:+.3f}]"
