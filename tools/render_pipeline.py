@@ -175,13 +175,12 @@ def render_stages(params: Params) -> dict[str, dict]:
     if study.evaluate:
         stages["evaluate"] = evaluate_stage("all", "${study.evaluate}")
     if study.evaluate and study.compare_conditions:
-        # the masked DPO runs' reward accuracies are compared over seeds too
         # per-run numbers compared over seeds: masked DPO's reward accuracy, the merges' GSM8K
-        reward = ["metrics/masked_dpo"] if study.masks_from else []
-        reward += ["metrics/merge"] if study.task_vectors else []
+        per_run = ["metrics/masked_dpo"] if study.masks_from else []
+        per_run += ["metrics/merge"] if study.task_vectors else []
         stages["compare"] = stage(
             "stages/compare.py",
-            ["reports/predictions", "metrics/eval", *reward],
+            ["reports/predictions", "metrics/eval", *per_run],
             ["conditions", "seeds", "delta_track", "study.evaluate", "study.evaluate_track",
              "study.rivals", "study.compare_conditions", "study.checkpoints", "study.masks_from",
              "study.task_vectors", "compare"],

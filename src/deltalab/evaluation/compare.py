@@ -279,8 +279,9 @@ def compare_run_metric(
         "n_seeds": len(seeds),
     }
     if len(seeds) > 1:
-        out["seeds"] = {f"seed{s}": t - r for s, r, t in zip(seeds, ref, trt, strict=True)}
-        out |= seed_interval([t - r for r, t in zip(ref, trt, strict=True)], confidence=confidence)
+        diffs = [t - r for r, t in zip(ref, trt, strict=True)]
+        out["seeds"] = {f"seed{s}": d for s, d in zip(seeds, diffs, strict=True)}
+        out |= seed_interval(diffs, confidence=confidence)
     return out
 
 

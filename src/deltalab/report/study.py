@@ -43,6 +43,14 @@ class Page:
     headline: dict[str, float | None] = field(default_factory=dict)
     # the published claims by key (`deltas.claims.CLAIM_BY_KEY`: text, published, format)
     claims: Mapping[str, Any] = field(default_factory=dict)
+    _loaded: dict[str, dict | None] = field(default_factory=dict, repr=False)
+
+    def load(self, path: str) -> dict | None:
+        """A metrics file of the study (None when absent), read once per page: several sections
+        read compare.json."""
+        if path not in self._loaded:
+            self._loaded[path] = load(self.root, path)
+        return self._loaded[path]
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -103,7 +111,7 @@ def _run_section(page: Page, params: Any, profile: str) -> None:
 
 
 def _conditions_section(page: Page, params: Any) -> None:
-    compare = load(page.root, "metrics/compare.json")
+    compare = page.load("metrics/compare.json")
     pair = params.study.compare_conditions
     if not compare or not pair:
         return
@@ -149,7 +157,7 @@ def _post_training(page: Page, params: Any) -> dict[str, dict[str, Any]]:
     """compare.json's post-training comparisons of this study's checkpoints, by condition."""
     if not params.study.compare_conditions:  # no compare stage in this study
         return {}
-    post = (load(page.root, "metrics/compare.json") or {}).get("post_training") or {}
+    post = (page.load("metrics/compare.json") or {}).get("post_training") or {}
     declared = params.study.checkpoints
     return {
         cond: {
@@ -207,26 +215,22 @@ def _post_training_section(page: Page, params: Any) -> None:
     page.table(header, rows)
 
 
-def _seed_table(page: Page, params: Any, wanted, metric: str, title: str) -> bool:
-    """The post-training comparisons (by name, `wanted`) that hold `metric`, over the seeds;
-    True when there were some. Each run's mean over the seeds goes to the headline."""
-    rows = []
+def _seed_table(page: Page, params: Any, wanted, metric: str, title: str) -> dict[str, Any]:
+    """The post-training comparisons (by name, `wanted`) that hold `metric`, over the seeds, as a
+    table under `title`; returns the entries shown, by `<cond>/<name>`."""
+    rows, shown = [], {}
     for cond, comparisons in _post_training(page, params).items():
         for name, block in comparisons.items():
             if wanted(name) and metric in block:
-                e = block[metric]
+                e = shown[f"{cond}/{name}"] = block[metric]
                 n_seeds = e.get("n_seeds", block.get("n_seeds", 1))
-                key = f"post_training.{cond}.{name}.{metric}"
-                rows.append(_seed_row(cond, name, e, n_seeds, key))
-                if metric == "reward_accuracy":
-                    for run in name.split("_vs_"):
-                        page.headline[f"masked_dpo/{cond}/{run}/reward_accuracy"] = e[
-                            f"{run}_accuracy"
-                        ]
+                rows.append(
+                    _seed_row(cond, name, e, n_seeds, f"post_training.{cond}.{name}.{metric}")
+                )
     if rows:
         page.add(title, "")
         page.table(SEED_HEADER, rows)
-    return bool(rows)
+    return shown
 
 
 def _members(params: Any) -> list[tuple[str, int, str]]:
@@ -238,7 +242,7 @@ def _members(params: Any) -> list[tuple[str, int, str]]:
 
 
 def _behavior_section(page: Page, params: Any) -> None:
-    found = [(m, load(page.root, f"metrics/behavior/{m}.json")) for *_, m in _members(params)]
+    found = [(m, page.load(f"metrics/behavior/{m}.json")) for *_, m in _members(params)]
     found = [(m, b) for m, b in found if b]
     if not found:
         return
@@ -264,7 +268,7 @@ VERDICT_WORDS = {1.0: "holds", 0.5: "partly", 0.0: "does not hold"}
 
 
 def _deltas_section(page: Page, params: Any) -> None:
-    found = [(m, load(page.root, f"metrics/deltas/{m}.json")) for *_, m in _members(params)]
+    found = [(m, page.load(f"metrics/deltas/{m}.json")) for *_, m in _members(params)]
     found = [(m, d) for m, d in found if d]
     if not found:
         return
@@ -315,8 +319,8 @@ def _deltas_section(page: Page, params: Any) -> None:
 def _merge_section(page: Page, params: Any) -> None:
     found = []
     for *_, member in _members(params):
-        search = load(page.root, f"metrics/search/{member}.json")
-        merge = load(page.root, f"metrics/merge/{member}.json")
+        search = page.load(f"metrics/search/{member}.json")
+        merge = page.load(f"metrics/merge/{member}.json")
         if search or merge:
             found.append((member, search, merge))
     if not found:
@@ -327,7 +331,7 @@ def _merge_section(page: Page, params: Any) -> None:
         page, params, lambda name: name.split("_vs_")[0] in merges, "gsm8k",
         "The merged model against the models it merges, GSM8K over the delta-track seeds:",
     )  # fmt: skip
-    references = (load(page.root, "metrics/compare.json") or {}).get("merge_references", {})
+    references = (page.load("metrics/compare.json") or {}).get("merge_references", {})
     rows = [
         _seed_row(cond, name, e, e["n_seeds"], f"merge_references.{cond}.{name}")
         for cond, block in references.items()
@@ -350,8 +354,8 @@ def _merge_section(page: Page, params: Any) -> None:
                 "",
             )
             page.figure(Path(f"reports/search/{member}/search.png"), f"search trials, {member}")
+        best = merge and merge["best_single"]
         if merge and pooled and not page.per_seed:
-            best = merge["best_single"]
             page.add(
                 f"{member}: merged {cell(merge['accuracy']['merged'])}, {best} "
                 f"{cell(merge['accuracy'][best])} (`metrics/merge/{member}.json` › `accuracy`; "
@@ -359,7 +363,6 @@ def _merge_section(page: Page, params: Any) -> None:
                 "",
             )
         elif merge:
-            best = merge["best_single"]
             rows = []
             for name, acc in merge["accuracy"].items():
                 vs = merge.get("vs_best_single", {}).get(name)
@@ -382,8 +385,8 @@ def _merge_section(page: Page, params: Any) -> None:
 def _masks_section(page: Page, params: Any) -> None:
     found = []
     for *_, member in _members(params):
-        masks = load(page.root, f"metrics/masks/{member}.json")
-        masked = load(page.root, f"metrics/masked_dpo/{member}.json")
+        masks = page.load(f"metrics/masks/{member}.json")
+        masked = page.load(f"metrics/masked_dpo/{member}.json")
         if masks or masked:
             found.append((member, masks, masked))
     if not found:
@@ -394,6 +397,10 @@ def _masks_section(page: Page, params: Any) -> None:
         "Validation reward accuracy of the masked runs against their rivals, over the "
         "delta-track seeds (one number per run):",
     )  # fmt: skip
+    for key, e in pooled.items():  # each run's mean over the seeds
+        cond, name = key.split("/")
+        for run in name.split("_vs_"):
+            page.headline[f"masked_dpo/{cond}/{run}/reward_accuracy"] = e[f"{run}_accuracy"]
     if pooled and not page.per_seed:  # the README: each seed's overlaps side by side
         _masks_by_seed(page, found)
         return
@@ -433,8 +440,8 @@ def _masks_section(page: Page, params: Any) -> None:
 
 
 def _masks_by_seed(page: Page, found: Sequence[tuple[str, Any, Any]]) -> None:
-    members = [m for m, masks, _ in found if masks]
     by_member = {m: masks for m, masks, _ in found if masks}
+    members = list(by_member)
     if members:
         first = by_member[members[0]]
         rows = [
